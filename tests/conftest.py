@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny random models of every supported family, and the embedded model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+from lmscope import ModelView, load_model
+
+VOCAB = 97
+D_MODEL = 32
+
+
+def _tiny_configs() -> dict[str, tf.PretrainedConfig]:
+    common = dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return {
+        "gpt2": tf.GPT2Config(n_embd=D_MODEL, n_layer=3, n_head=4, n_positions=64, **common),
+        "llama": tf.LlamaConfig(
+            hidden_size=D_MODEL, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, **common,
+        ),
+        "qwen2": tf.Qwen2Config(
+            hidden_size=D_MODEL, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=1, max_position_embeddings=64, **common,
+        ),
+        "gpt_neox": tf.GPTNeoXConfig(
+            hidden_size=D_MODEL, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+            max_position_embeddings=64, **common,
+        ),
+        "bert": tf.BertConfig(
+            hidden_size=D_MODEL, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+            max_position_embeddings=64, **common,
+        ),
+    }
+
+
+TINY_FAMILIES = list(_tiny_configs())
+
+
+def make_tiny_model(family: str, seed: int = 0):
+    """A random-weight model of ``family`` built from a config (no download), in eval mode, float64."""
+    config = _tiny_configs()[family]
+    torch.manual_seed(seed)
+    cls = tf.BertForMaskedLM if family == "bert" else tf.AutoModelForCausalLM
+    model = cls.from_config(config) if family != "bert" else cls(config)
+    model = model.double().eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 200_000, f"tiny {family} model has {n_params} parameters: a config field is misspelt"
+    return model
+
+
+@pytest.fixture(params=TINY_FAMILIES)
+def tiny(request):
+    """(family, model, view) for each supported family."""
+    model = make_tiny_model(request.param)
+    return request.param, model, ModelView(model)
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The embedded default model (SmolLM2-135M-Instruct) and its tokenizer."""
+    return load_model("smollm2-135m")
