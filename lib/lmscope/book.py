@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,8 @@ NOTEBOOKS = ROOT / "notebooks"
 CHAPTERS = BOOK / "chapters"
 HTML = BOOK / "_build" / "html"
 KERNEL = "lmscope"  # Jupyter kernel that runs this interpreter (the project's venv)
+# Progress bars would show up in the static book as dead widgets; kernels inherit this.
+QUIET = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ def execute(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS,
 
     source, target = notebooks / f"{name}.ipynb", chapters / f"{name}.ipynb"
     chapters.mkdir(parents=True, exist_ok=True)
+    for key, value in QUIET.items():
+        os.environ.setdefault(key, value)
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters=parameters, kernel_name=ensure_kernel(), language="python",
@@ -201,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not turn Sphinx warnings into errors")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="book: %(message)s")
+    logging.getLogger("papermill").setLevel(logging.WARNING)
     params = {name: parse_value(value) for name, value in args.parameter}
     try:
         html = build(args.model, args.profile, params, names=args.only, chapters=args.chapters,
