@@ -114,8 +114,6 @@ class HookPoints:
 
     def __init__(self, view: "ModelView"):
         self.view = view
-        self._attn_users = 0
-        self._saved_impl: str | None = None
 
     def names(self, layer: int | None = None) -> list[str]:
         layers = range(self.view.cfg.n_layers) if layer is None else [layer]
@@ -269,14 +267,18 @@ class HookPoints:
             self._use_scored_attention(-1)
 
     def _use_scored_attention(self, delta: int) -> None:
-        """Switch the model to the scored eager attention while any score hook is active."""
+        """Switch the model to the scored eager attention while any score hook is active.
+
+        The count lives on the model, so several views of one model share it.
+        """
         model = self.view.model
-        if delta > 0 and self._attn_users == 0:
-            self._saved_impl = model.config._attn_implementation
+        users = getattr(model, "_lmscope_score_users", 0)
+        if delta > 0 and users == 0:
+            model._lmscope_saved_attn = model.config._attn_implementation
             model.set_attn_implementation(ATTN_IMPLEMENTATION)
-        self._attn_users += delta
-        if delta < 0 and self._attn_users == 0:
-            model.set_attn_implementation(self._saved_impl)
+        model._lmscope_score_users = users + delta
+        if delta < 0 and users + delta == 0:
+            model.set_attn_implementation(model._lmscope_saved_attn)
 
 
 def _as_edit(name: str, value) -> Edit:

