@@ -1,0 +1,362 @@
+"""Top-k attention: each query attends only to its k highest-scoring keys.
+
+Gupta et al., "Memory-efficient Transformers via Top-k Attention" (2021). This
+implementation processes queries in chunks, so the dense score buffer is at
+most (rows of one chunk) x (keys); a custom autograd function saves only the
+selected key indices and one log-sum-exp per query (O(N k) memory), and its
+backward touches only the selected keys and values (O(N k d) work):
+
+* CPU, float32/float64: the selection is a sparse CSR matrix per head and the
+  products are sparse-dense kernels (``P @ V``, ``dS @ K``, ``dS^T @ Q``) plus a
+  sampled dense-dense product for the scores at the selected positions.
+* everywhere else (CUDA, bfloat16): the selected rows of K and V are gathered
+  per chunk and multiplied with ``bmm``; the key/value gradients are
+  scattered back with ``index_add_``.
+
+Selection is exact (ties aside): the k largest scores of a row lie in the k
+blocks with the largest block maxima, so a row of L scores is reduced to
+L/b block maxima, the top k blocks are kept, and top-k runs over their k*b
+entries (:func:`select_topk`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+Tensor = torch.Tensor
+
+#: Largest dense score buffer of one chunk, in elements (32 MiB of float32).
+CHUNK_ELEMENTS = 1 << 23
+
+
+# --------------------------------------------------------------------------- selection
+def select_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Exact top-k along the last dim of ``scores`` (R, L), unsorted.
+
+    For long rows, the row is split into ``m`` strided blocks of ``b`` entries
+    (entry ``j`` belongs to block ``j % m``); the k largest entries lie in the k
+    blocks with the largest maxima, so top-k runs over ``m`` maxima and then
+    over ``k*b`` candidates instead of ``L`` entries.
+
+    Returns (values, indices), each (R, k).
+    """
+    n_rows, length = scores.shape
+    b = _block_size(length, k)
+    if b < 2:
+        return torch.topk(scores, k, dim=-1, sorted=False)
+    m = length // b
+    main = scores[:, : m * b].view(n_rows, b, m)  # column j = block j
+    block_max = main.amax(dim=1)  # (R, m)
+    _, blocks = torch.topk(block_max, k, dim=-1, sorted=False)  # (R, k)
+    cand_idx = (blocks.unsqueeze(-1) + m * torch.arange(b, device=scores.device)).view(n_rows, k * b)
+    tail = length - m * b
+    if tail:  # the last few columns are candidates too
+        tail_idx = torch.arange(m * b, length, device=scores.device).expand(n_rows, tail)
+        cand_idx = torch.cat([cand_idx, tail_idx], dim=1)
+    cand = torch.gather(scores, 1, cand_idx)
+    values, pos = torch.topk(cand, k, dim=-1, sorted=False)
+    return values, torch.gather(cand_idx, 1, pos)
+
+
+def _block_size(length: int, k: int) -> int:
+    """Block size minimising the two top-k passes (L/b + k*b); 1 = plain top-k."""
+    if length < 8 * k:
+        return 1
+    b = 2 ** round(math.log2(math.sqrt(length / (2 * k))))
+    return int(max(2, min(b, length // (2 * k))))
+
+
+# --------------------------------------------------------------------------- validation
+def _check_inputs(q, k, v, topk, chunk_size, mask, scale) -> None:
+    if not isinstance(topk, int) or isinstance(topk, bool) or topk <= 0:
+        raise ValueError(f"topk must be a positive int, got {topk!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor) or t.dim() != 4:
+            raise ValueError(f"{name} must be a 4-D tensor (batch, heads, length, d_head)")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {t.dtype}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"q, k, v must share a dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if k.device != q.device or v.device != q.device:
+        raise ValueError("q, k, v must be on the same device")
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape; got k {tuple(k.shape)}, v {tuple(v.shape)}")
+    bq, hq, _, dq = q.shape
+    bk, hk, _, dk = k.shape
+    if bq != bk or dq != dk:
+        raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} disagree in batch or d_head")
+    if hq % hk:
+        raise ValueError(f"q heads ({hq}) must be a multiple of k/v heads ({hk})")
+    if mask is not None:
+        if not isinstance(mask, Tensor) or mask.dim() != 4:
+            raise ValueError("mask must be a 4-D tensor broadcastable to (batch, q_heads, q_len, k_len)")
+        want = (bq, hq, q.shape[2], k.shape[2])
+        for got, full in zip(mask.shape, want):
+            if got not in (1, full):
+                raise ValueError(f"mask shape {tuple(mask.shape)} does not broadcast to {want}")
+        if mask.dtype != torch.bool and not mask.is_floating_point():
+            raise ValueError(f"mask must be bool (True = attend) or float (additive), got {mask.dtype}")
+    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        raise ValueError(f"scale must be a finite number, got {scale!r}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains non-finite values (nan or inf)")
+
+
+# --------------------------------------------------------------------------- forward pieces
+def _chunk_scores(qg: Tensor, kg: Tensor, q0: int, q1: int, cfg: dict, mask5: Tensor | None, buf: Tensor) -> Tensor:
+    """Masked, scaled scores of queries [q0, q1): (G, g, C, L) with L the keys this chunk can see.
+
+    qg (G, g, Tq, D), kg (G, Tk, D); mask5 broadcastable to (B, Hkv, g, Tq, Tk).
+    """
+    G, g, Tq, D = qg.shape
+    Tk = kg.shape[1]
+    C = q1 - q0
+    width = Tk
+    if cfg["causal"]:  # later keys are masked for every query of the chunk; keep >= k columns
+        width = min(Tk, max(q1 + Tk - Tq, cfg["k_eff"]))
+    s = buf[: G * g * C * width].view(G, g * C, width)
+    torch.bmm(qg[:, :, q0:q1].reshape(G, g * C, D), kg[:, :width].transpose(1, 2), out=s)
+    s.mul_(cfg["scale"])
+    if mask5 is not None:
+        m = mask5[:, :, :, q0:q1, :width] if mask5.shape[3] > 1 else mask5[..., :width]
+        s5 = s.view(-1, cfg["n_kv"], g, C, width)
+        if m.dtype == torch.bool:
+            s5.masked_fill_(~m, float("-inf"))
+        else:
+            s5.add_(m.to(s.dtype))
+    if cfg["causal"]:  # query t (absolute) sees keys <= t + (Tk - Tq)
+        qpos = torch.arange(q0, q1, device=s.device) + (Tk - Tq)
+        kpos = torch.arange(width, device=s.device)
+        s.view(G, g, C, width).masked_fill_(kpos.view(1, 1, 1, -1) > qpos.view(1, 1, -1, 1), float("-inf"))
+    return s.view(G, g, C, width)
+
+
+def _softmax_kept(values: Tensor) -> Tensor:
+    """Softmax over kept scores (R, k), in float32 or wider; a row with no finite score gets zero weight."""
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.float()
+    mx = values.amax(dim=-1, keepdim=True)
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    e = torch.exp(values - mx)
+    return e / e.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)
+
+
+def _use_csr(t: Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
+def _csr(idx_g: Tensor, values: Tensor, n_cols: int) -> Tensor:
+    """2-D CSR (rows, n_cols) from idx_g (rows, k) column indices and their values."""
+    rows, k = idx_g.shape
+    crow = torch.arange(0, rows * k + 1, k, dtype=idx_g.dtype, device=idx_g.device)
+    return _sparse_csr(crow, idx_g.reshape(-1), values.reshape(-1), (rows, n_cols))
+
+
+def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():  # "CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+
+
+def _transpose_pattern(idx_g: Tensor, n_cols: int) -> tuple[Tensor, Tensor, Tensor]:
+    """CSR pattern of the transpose of idx_g (rows, k): (crow (n_cols+1,), row indices, entry permutation)."""
+    k = idx_g.shape[1]
+    sorted_cols, perm = torch.sort(idx_g.reshape(-1), stable=True)
+    counts = torch.bincount(sorted_cols, minlength=n_cols)
+    crow = torch.zeros(n_cols + 1, dtype=idx_g.dtype, device=idx_g.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    row_of = torch.div(perm, k, rounding_mode="floor").to(idx_g.dtype)
+    return crow, row_of, perm
+
+
+def _mask5(mask: Tensor | None, n_kv: int, g: int) -> Tensor | None:
+    """Mask (B|1, Hq|1, Tq|1, Tk|1) as a view (B|1, Hkv|1, g|1, Tq|1, Tk|1)."""
+    if mask is None:
+        return None
+    mb, mh, mq, mk = mask.shape
+    if mh == 1:
+        return mask.view(mb, 1, 1, mq, mk)
+    return mask.reshape(mb, n_kv, g, mq, mk)
+
+
+# --------------------------------------------------------------------------- autograd
+class _TopkAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, cfg):
+        B, Hq, Tq, D = q.shape
+        Hk, Tk = k.shape[1], k.shape[2]
+        g, G = Hq // Hk, B * Hk
+        qg, kg, vg = q.reshape(G, g, Tq, D), k.reshape(G, Tk, D), v.reshape(G, Tk, D)
+        mask5 = _mask5(mask, Hk, g)
+        k_eff, C = cfg["k_eff"], cfg["chunk"]
+        idx = torch.empty(G, g, Tq, k_eff, dtype=torch.int32 if Tk < 2**31 else torch.int64, device=q.device)
+        weights = torch.empty(G, g, Tq, k_eff, dtype=q.dtype, device=q.device)
+        out = torch.empty(G, g, Tq, D, dtype=q.dtype, device=q.device)
+        buf = torch.empty(G * g * C * Tk, dtype=q.dtype, device=q.device)
+        csr = _use_csr(q)
+        for q0 in range(0, Tq, C):
+            q1 = min(Tq, q0 + C)
+            n = q1 - q0
+            s = _chunk_scores(qg, kg, q0, q1, cfg, mask5, buf)  # (G, g, n, L)
+            L = s.shape[-1]
+            rows = s.reshape(G * g * n, L)
+            if k_eff >= L:
+                vals, sel = rows, torch.arange(L, device=q.device).expand(G * g * n, L)
+            else:
+                vals, sel = select_topk(rows, k_eff)
+            w = _softmax_kept(vals).to(q.dtype).view(G, g, n, k_eff)
+            idx[:, :, q0:q1] = sel.view(G, g, n, k_eff)
+            weights[:, :, q0:q1] = w
+            if not csr:  # out = sum_j w_j v_j over the gathered values
+                v_sel = _gather_rows(vg, sel.reshape(G, g * n * k_eff))
+                out[:, :, q0:q1] = torch.bmm(w.reshape(G * g * n, 1, k_eff), v_sel.view(G * g * n, k_eff, D)).view(
+                    G, g, n, D
+                )
+        del buf
+        if csr:
+            for h in range(G):
+                out[h] = (_csr(idx[h].view(g * Tq, k_eff), weights[h], Tk) @ vg[h]).view(g, Tq, D)
+        ctx.save_for_backward(q, k, v, idx, weights, out)
+        ctx.cfg = cfg
+        return out.view(B, Hq, Tq, D)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, idx, weights, out = ctx.saved_tensors
+        scale = ctx.cfg["scale"]
+        B, Hq, Tq, D = q.shape
+        Hk, Tk = k.shape[1], k.shape[2]
+        g, G = Hq // Hk, B * Hk
+        k_eff = idx.shape[-1]
+        R = g * Tq  # query rows per kv group
+        qg, kg, vg = q.reshape(G, R, D), k.reshape(G, Tk, D), v.reshape(G, Tk, D)
+        do = grad_out.contiguous().reshape(G, R, D)
+        idx, p_all = idx.view(G, R, k_eff), weights.view(G, R, k_eff)
+        acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+        # dS = P * (dP - delta), delta_i = dO_i . O_i
+        delta = (do.to(acc) * out.reshape(G, R, D).to(acc)).sum(-1, keepdim=True)  # (G, R, 1)
+        dq = torch.empty_like(qg)
+        dk = torch.zeros_like(kg)
+        dv = torch.zeros_like(vg)
+        if _use_csr(q):
+            for h in range(G):
+                pattern = _csr(idx[h], torch.zeros(R * k_eff, dtype=q.dtype), Tk)
+                dp = torch.sparse.sampled_addmm(pattern, do[h], vg[h].t(), beta=0.0).values().view(R, k_eff)
+                p = p_all[h]
+                ds = p * (dp - delta[h])
+                dq[h] = _csr(idx[h], ds, Tk) @ kg[h]
+                dq[h] *= scale
+                crow_t, row_t, perm = _transpose_pattern(idx[h], Tk)
+                dk[h] = _sparse_csr(crow_t, row_t, ds.reshape(-1)[perm], (Tk, R)) @ qg[h]
+                dk[h] *= scale
+                dv[h] = _sparse_csr(crow_t, row_t, p.reshape(-1)[perm], (Tk, R)) @ do[h]
+        else:
+            C = max(1, CHUNK_ELEMENTS // max(1, G * k_eff * D))
+            off = (torch.arange(G, device=q.device) * Tk).view(G, 1, 1)
+            kf, vf = kg.reshape(G * Tk, D), vg.reshape(G * Tk, D)
+            dkf, dvf = dk.view(G * Tk, D), dv.view(G * Tk, D)
+            for r0 in range(0, R, C):
+                r1 = min(R, r0 + C)
+                n = r1 - r0
+                flat = (idx[:, r0:r1].long() + off).reshape(-1)  # (G*n*k,)
+                k_sel = kf.index_select(0, flat).view(G * n, k_eff, D)
+                v_sel = vf.index_select(0, flat).view(G * n, k_eff, D)
+                q_c = qg[:, r0:r1].reshape(G * n, 1, D)
+                do_c = do[:, r0:r1].reshape(G * n, 1, D)
+                p = p_all[:, r0:r1].reshape(G * n, k_eff, 1)
+                dp = torch.bmm(v_sel, do_c.transpose(1, 2))  # (G*n, k, 1)
+                ds = (p.to(acc) * (dp.to(acc) - delta[:, r0:r1].reshape(G * n, 1, 1))).to(q.dtype)
+                dq[:, r0:r1] = (torch.bmm(ds.transpose(1, 2), k_sel) * scale).view(G, n, D)
+                dkf.index_add_(0, flat, (ds * q_c).view(-1, D), alpha=scale)
+                dvf.index_add_(0, flat, (p * do_c).view(-1, D))
+        return dq.view(B, Hq, Tq, D), dk.view(B, Hk, Tk, D), dv.view(B, Hk, Tk, D), None, None
+
+
+def _gather_rows(x: Tensor, idx: Tensor) -> Tensor:
+    """x (G, L, D), idx (G, M) -> (G, M, D) rows of each group."""
+    G, L, D = x.shape
+    off = (torch.arange(G, device=x.device) * L).view(G, 1)
+    return x.reshape(G * L, D).index_select(0, (idx + off).reshape(-1)).view(G, -1, D)
+
+
+# --------------------------------------------------------------------------- public API
+def default_chunk_size(batch_heads: int, n_keys: int) -> int:
+    """Query chunk that keeps the dense score buffer within :data:`CHUNK_ELEMENTS`."""
+    c = CHUNK_ELEMENTS // max(1, batch_heads * n_keys)
+    return int(max(16, min(1024, 2 ** int(math.log2(max(c, 1))))))
+
+
+def topk_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    topk: int,
+    chunk_size: int | None = None,
+    causal: bool = False,
+    mask: Tensor | None = None,
+    scale: float | None = None,
+) -> Tensor:
+    """Attention where each query keeps only its ``topk`` highest-scoring keys.
+
+    Args:
+        q: (B, Hq, Tq, D) queries.
+        k, v: (B, Hkv, Tk, D) keys and values; Hq must be a multiple of Hkv
+            (grouped-query heads: query head h reads kv head h // (Hq // Hkv)).
+        topk: keys kept per query; ``topk >= Tk`` gives exact attention.
+        chunk_size: queries per chunk (per head); None picks one that keeps the
+            score buffer at about 32 MiB.
+        causal: query t sees keys up to t + (Tk - Tq) (last query aligned with
+            the last key, as in Hugging Face's causal mask).
+        mask: bool (True = attend) or float (added to the scores), broadcastable
+            to (B, Hq, Tq, Tk). Queries with fewer valid keys than ``topk`` give
+            the extra slots zero weight; a query with no valid key outputs 0.
+        scale: score scale, default D ** -0.5.
+
+    Returns:
+        (B, Hq, Tq, D), the dtype of q.
+
+    >>> q = k = v = torch.randn(1, 2, 5, 4, dtype=torch.float64)
+    >>> exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    >>> torch.allclose(topk_attention(q, k, v, topk=5), exact)
+    True
+    """
+    _check_inputs(q, k, v, topk, chunk_size, mask, scale)
+    B, Hq, Tq, D = q.shape
+    Tk = k.shape[2]
+    k_eff = min(topk, Tk)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(B * Hq, Tk)
+    cfg = {
+        "k_eff": k_eff,
+        "chunk": min(chunk_size, Tq),
+        "causal": bool(causal),
+        "scale": float(D**-0.5 if scale is None else scale),
+        "n_kv": k.shape[1],
+    }
+    return _TopkAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), mask, cfg)
+
+
+def topk_attention_reference(q, k, v, topk, causal=False, mask=None, scale=None) -> Tensor:
+    """Plain dense top-k attention (differentiable by autograd), for tests: (B, Hq, Tq, D)."""
+    B, Hq, Tq, D = q.shape
+    Hk, Tk = k.shape[1], k.shape[2]
+    g = Hq // Hk
+    kk = k.repeat_interleave(g, dim=1)
+    vv = v.repeat_interleave(g, dim=1)
+    s = q @ kk.transpose(-1, -2) * (D**-0.5 if scale is None else scale)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+    if causal:
+        keep = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+        s = s.masked_fill(~keep, float("-inf"))
+    kk_ = min(topk, Tk)
+    vals, idx = torch.topk(s, kk_, dim=-1)
+    sparse = torch.full_like(s, float("-inf")).scatter(-1, idx, vals)
+    p = torch.softmax(sparse, dim=-1).nan_to_num(0.0)
+    return p @ vv
