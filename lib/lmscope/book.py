@@ -105,11 +105,20 @@ def execute(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS,
     except PapermillExecutionError as err:
         first_line = err.source.strip().splitlines()[0] if err.source.strip() else ""
         raise BookError(
-            f"notebook {source.name} failed in cell {err.cell_index} "
-            f"(execution count {err.exec_count}: {first_line!r}): {err.ename}: {err.evalue}\n"
+            f"notebook {source.name} failed in cell {_source_index(target, err.cell_index)} "
+            f"(counting from 0; it starts {first_line!r}): {err.ename}: {err.evalue}\n"
             f"executed copy with the error: {target}"
         ) from err
     return target
+
+
+def _source_index(executed: Path, index: int) -> int:
+    """Index in the source notebook of cell ``index`` of papermill's output, which adds a cell."""
+    import nbformat
+
+    cells = nbformat.read(executed, as_version=4).cells
+    injected = [i for i, cell in enumerate(cells) if "injected-parameters" in cell.metadata.get("tags", [])]
+    return index - sum(i < index for i in injected)
 
 
 def build_html(names: list[str], output: Path = HTML, *, chapters: Path = CHAPTERS,
