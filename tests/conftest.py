@@ -61,3 +61,29 @@ def tiny(request):
 def smollm():
     """The embedded default model (SmolLM2-135M-Instruct) and its tokenizer."""
     return load_model("smollm2-135m")
+
+
+# ---- quick book build (owner: build/book pipeline) -----------------------------------------
+# One quick-profile build of the whole book per test session, shared by test_book.py and
+# test_browser.py. LMSCOPE_QUICK_BOOK=DIR reuses (or creates once) a build in DIR instead.
+
+
+@pytest.fixture(scope="session")
+def quick_book(tmp_path_factory):
+    """Every available chapter run with ``profile=quick``; a namespace (html, chapters, names)."""
+    import os
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from lmscope import DEFAULT_MODEL, book
+
+    reuse = os.environ.get("LMSCOPE_QUICK_BOOK")
+    root = Path(reuse) if reuse else tmp_path_factory.mktemp("quick_book")
+    names = book.available_chapters()
+    result = SimpleNamespace(html=root / "html", chapters=root / "chapters", names=names)
+    if not (reuse and (result.html / "index.html").exists()):
+        book.build(DEFAULT_MODEL, "quick", names=names, chapters=result.chapters, output=result.html)
+    return result
+
+
+# ---- end quick book build -------------------------------------------------------------------
