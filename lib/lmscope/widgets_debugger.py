@@ -69,7 +69,8 @@ class Debugger:
         self.message = cls(W.HTML(), "message")
         self.prediction = cls(W.HTML(), "prediction")
         self.generation = cls(W.HTML(), "generation")
-        self.table = cls(W.VBox(layout=W.Layout(max_height="520px", overflow="auto", width="98%")), "table")
+        self.table = cls(W.VBox(layout=W.Layout(max_height="640px", overflow_y="auto", width="98%",
+                                                 display="flex", flex_flow="column")), "table")
         # -- value details
         self.details_title = cls(W.HTML("<i>Click a sub-update or a search hit to see its value's top tokens.</i>"), "details-title")
         self.details_tokens = cls(W.HTML(), "details")
@@ -194,7 +195,7 @@ class Debugger:
                 b.on_click(self._safe(lambda _, name=u.name: self.show_value(name)))
                 buttons.append(b)
             row = W.VBox([W.HTML(lens), W.HBox(buttons, layout=W.Layout(flex_flow="row wrap"))],
-                         layout=W.Layout(border_bottom="1px solid #ddd", padding="2px"))
+                         layout=W.Layout(border_bottom="1px solid #ddd", padding="2px", flex="0 0 auto"))
             row.add_class("lmscope-row")
             rows.append(row)
         self.table.children = rows
