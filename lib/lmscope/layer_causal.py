@@ -1,0 +1,264 @@
+"""Layer-causal finetuning (LCGD) and vanilla finetuning (GD) of chosen weights.
+
+LCGD (Deutch et al. 2024): one forward pass in which the input of every block is
+detached from the blocks below (a ``resid_pre`` overwrite hook), every block's output
+``resid_post`` is read through the model's final norm and unembedding (the logit
+lens), and the next-token loss is summed over layers. Layer ``l``'s weights then learn
+only from layer ``l``'s own loss. GD reads only the last layer (the model's output).
+
+Cost: the read-outs are the expensive part (n_layers x positions rows against the
+whole vocabulary). They are computed only at the positions the loss needs
+(``loss_positions``) and in chunks of layers; because the layers' graphs are
+independent under LCGD, each chunk is backpropagated on its own and freed, so memory
+stays at one chunk of logits.
+
+>>> params = trainable_parameters(view, ("W_K", "W_V"))         # doctest: +SKIP
+>>> loss, grads = loss_and_grads(view, ids, positions, params, "lcgd")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+METHODS = ("gd", "lcgd")
+
+# canonical weight name -> module path inside a block, for families with separate projections
+_SEPARATE = {
+    "llama": {"W_Q": "self_attn.q_proj", "W_K": "self_attn.k_proj", "W_V": "self_attn.v_proj",
+              "W_O": "self_attn.o_proj", "mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")},
+    "bert": {"W_Q": "attention.self.query", "W_K": "attention.self.key", "W_V": "attention.self.value",
+             "W_O": "attention.output.dense", "mlp": ("intermediate.dense", "output.dense")},
+}
+TRAINABLE_NAMES = ("W_Q", "W_K", "W_V", "W_O", "mlp")
+
+
+class NonFiniteLossError(ValueError):
+    """A finetuning step produced a non-finite loss or weights (usually: learning rate too high)."""
+
+
+@dataclass
+class Trainable:
+    """One parameter to train; ``mask`` (same shape, 0/1) picks a slice of a fused weight."""
+
+    name: str
+    param: torch.nn.Parameter
+    mask: Tensor | None = None
+
+
+def trainable_parameters(view, which: Sequence[str] = ("W_K", "W_V")) -> list[Trainable]:
+    """The parameters (weights and biases) of every layer named by ``which`` (see TRAINABLE_NAMES)."""
+    bad = [w for w in which if w not in TRAINABLE_NAMES]
+    if bad or not which:
+        raise ValueError(f"Unknown trainable weights {bad or which}: choose from {', '.join(TRAINABLE_NAMES)}.")
+    fam = view.family.name
+    out: list[Trainable] = []
+    for l, block in enumerate(view.blocks):
+        for w in which:
+            if fam in _SEPARATE or w in ("W_O", "mlp"):
+                paths = _module_paths(view, w)
+                for p in paths:
+                    mod = block.get_submodule(p)
+                    for pname, param in mod.named_parameters(recurse=False):
+                        out.append(Trainable(f"blocks.{l}.{p}.{pname}", param))
+            else:  # fused qkv (gpt2, gpt_neox): mask the rows/columns of one projection
+                out += _fused_slice(view, l, block, w)
+    return _merge_masks(out)
+
+
+def _module_paths(view, w: str) -> tuple[str, ...]:
+    fam = view.family
+    if fam.name in _SEPARATE:
+        p = _SEPARATE[fam.name][w]
+        return p if isinstance(p, tuple) else (p,)
+    if w == "W_O":
+        return (fam.attn_out_proj,)
+    return tuple(p for p in (fam.ff_gate, fam.ff_in, fam.ff_out) if p is not None)
+
+
+def _fused_slice(view, l: int, block, w: str) -> list[Trainable]:
+    cfg, idx = view.cfg, "QKV".index(w[-1])
+    d, h, dh = cfg.d_model, cfg.n_heads, cfg.d_head
+    if view.family.name == "gpt2":
+        mod = block.attn.c_attn  # Conv1D weight (d, 3d): output columns q | k | v
+        wm = torch.zeros_like(mod.weight)
+        wm[:, idx * d : (idx + 1) * d] = 1
+        bm = torch.zeros_like(mod.bias)
+        bm[idx * d : (idx + 1) * d] = 1
+        return [Trainable(f"blocks.{l}.attn.c_attn.weight", mod.weight, wm),
+                Trainable(f"blocks.{l}.attn.c_attn.bias", mod.bias, bm)]
+    mod = block.attention.query_key_value  # gpt_neox: rows interleaved per head [q, k, v]
+    wm = torch.zeros(h, 3, dh, d, dtype=mod.weight.dtype)
+    wm[:, idx] = 1
+    out = [Trainable(f"blocks.{l}.attention.query_key_value.weight", mod.weight, wm.reshape_as(mod.weight))]
+    if mod.bias is not None:
+        bm = torch.zeros(h, 3, dh, dtype=mod.bias.dtype)
+        bm[:, idx] = 1
+        out.append(Trainable(f"blocks.{l}.attention.query_key_value.bias", mod.bias, bm.reshape_as(mod.bias)))
+    return out
+
+
+def _merge_masks(items: list[Trainable]) -> list[Trainable]:
+    """One entry per parameter (fused K and V of one weight share it: masks are added)."""
+    merged: dict[int, Trainable] = {}
+    for t in items:
+        prev = merged.get(id(t.param))
+        if prev is None:
+            merged[id(t.param)] = t
+        elif prev.mask is not None and t.mask is not None:
+            prev.mask = (prev.mask + t.mask).clamp(max=1)
+    return list(merged.values())
+
+
+# -- losses ----------------------------------------------------------------------------------
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"Unknown finetuning method '{method}': use 'gd' (vanilla) or 'lcgd' (layer-causal).")
+
+
+def _forward_residuals(view, input_ids: Tensor, layers: list[int], detach_inputs: bool) -> dict[int, Tensor]:
+    """Run the model once; return ``resid_post`` (T, d_model) of ``layers``, attached to the graph."""
+    names = {l: f"blocks.{l}.resid_post" for l in layers}
+    edits = {f"blocks.{l}.resid_pre": (lambda t: t.detach()) for l in range(1, view.cfg.n_layers)} if detach_inputs else {}
+    with view.overwrite(edits), view.capture(list(names.values()), detach=False) as cache:
+        try:
+            view.model(input_ids=input_ids, logits_to_keep=1)  # the model's own logits are not needed
+        except TypeError:
+            view.model(input_ids=input_ids)
+    return {l: cache[n][0] for l, n in names.items()}
+
+
+def layer_losses(
+    view,
+    input_ids: Tensor,
+    loss_positions: Sequence[int] | None,
+    method: str = "lcgd",
+    params: list[Trainable] | None = None,
+    chunk_layers: int = 10,
+) -> tuple[Tensor, list[Tensor] | None]:
+    """Next-token losses of one sequence, per read-out layer, and (optionally) their gradients.
+
+    ``input_ids`` (T,) or (1, T); ``loss_positions``: positions ``t`` whose token is predicted from
+    ``t - 1`` (None: every position 1..T-1). ``method`` ``"gd"``: the last layer's read-out only;
+    ``"lcgd"``: every layer's, with block inputs detached. Each layer's loss is the mean NLL over
+    the positions. Returns (losses (n_readouts,), grads of their sum w.r.t. ``params`` or None).
+    """
+    _check_method(method)
+    ids = input_ids.reshape(1, -1).to(view.device)
+    T = ids.shape[1]
+    pos = list(range(1, T)) if loss_positions is None else list(loss_positions)
+    if not pos or min(pos) < 1 or max(pos) >= T:
+        raise ValueError(f"loss_positions must lie in 1..{T - 1} (a token is predicted from the one before it).")
+    n = view.cfg.n_layers
+    layers = list(range(n)) if method == "lcgd" else [n - 1]
+    with _grads_for(view, params):
+        resid = _forward_residuals(view, ids, layers, detach_inputs=(method == "lcgd"))
+        src = torch.tensor([p - 1 for p in pos], device=ids.device)
+        target = ids[0, pos]  # (P,)
+        losses, grads = [], None
+        tensors = [t.param for t in params] if params is not None else None
+        for c in range(0, len(layers), chunk_layers):
+            chunk = layers[c : c + chunk_layers]
+            h = torch.stack([resid[l][src] for l in chunk])  # (C, P, d_model)
+            logits = view.unembed(h)  # (C, P, d_vocab)
+            if logits.dtype not in (torch.float32, torch.float64):
+                logits = logits.float()
+            nll = F.cross_entropy(logits.flatten(0, 1), target.repeat(len(chunk)), reduction="none")
+            chunk_losses = nll.view(len(chunk), -1).mean(-1)  # (C,)
+            if tensors is not None:
+                # LCGD chunks have independent graphs (inputs detached): free each after its backward
+                retain = method == "gd" and c + chunk_layers < len(layers)
+                g = torch.autograd.grad(chunk_losses.sum(), tensors, retain_graph=retain, allow_unused=True)
+                grads = list(g) if grads is None else [a if b is None else (b if a is None else a + b) for a, b in zip(grads, g)]
+            losses.append(chunk_losses.detach())
+    if grads is not None:
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(tensors, grads)]
+    return torch.cat(losses), grads
+
+
+def sgd_step_(params: list[Trainable], grads: list[Tensor], lr: float) -> None:
+    """In place: ``p -= lr * grad`` (masked for fused weights)."""
+    with torch.no_grad():
+        for t, g in zip(params, grads):
+            t.param.sub_(lr * (g if t.mask is None else g * t.mask))
+
+
+def finetune_(
+    view,
+    sequences: Sequence[tuple[Sequence[int], Sequence[int] | None]],
+    method: str,
+    lr: float,
+    params: list[Trainable],
+) -> list[float]:
+    """In place: one SGD step per sequence ``(ids, loss_positions)``; returns the summed loss of each step.
+
+    Raises :class:`NonFiniteLossError` when a loss or an updated weight is not finite.
+    """
+    _check_method(method)
+    if not lr > 0:
+        raise ValueError(f"Learning rate must be positive, got {lr}.")
+    history = []
+    for i, (ids, positions) in enumerate(sequences):
+        losses, grads = layer_losses(view, torch.as_tensor(ids), positions, method, params)
+        loss = float(losses.sum())
+        if not all(torch.isfinite(g).all() for g in grads) or not torch.isfinite(losses).all():
+            raise NonFiniteLossError(
+                f"{method.upper()} step {i + 1}: loss {loss} is not finite (lr={lr}). Lower the learning rate."
+            )
+        sgd_step_(params, grads, lr)
+        if not all(torch.isfinite(t.param).all() for t in params):
+            raise NonFiniteLossError(
+                f"{method.upper()} step {i + 1}: weights became non-finite after the update (lr={lr}). "
+                "Lower the learning rate."
+            )
+        history.append(loss)
+    return history
+
+
+@contextmanager
+def _grads_for(view, params: list[Trainable] | None) -> Iterator[None]:
+    """Inside: autograd on and only ``params`` require grad (no graph at all when None)."""
+    if params is None:
+        with torch.no_grad():
+            yield
+        return
+    flags = [(p, p.requires_grad) for p in view.model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for t in params:
+            t.param.requires_grad_(True)
+        with torch.enable_grad():
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def finetuned(
+    view,
+    sequences: Sequence[tuple[Sequence[int], Sequence[int] | None]],
+    method: str,
+    lr: float,
+    which: Sequence[str] = ("W_K", "W_V"),
+) -> Iterator[list[float]]:
+    """Context manager: the model finetuned on ``sequences`` inside, its exact weights restored after.
+
+    Yields the per-step losses. The restore happens in ``finally``, also when training fails.
+    """
+    params = trainable_parameters(view, which)
+    saved = [t.param.detach().clone() for t in params]
+    try:
+        yield finetune_(view, sequences, method, lr, params)
+    finally:
+        with torch.no_grad():
+            for t, s in zip(params, saved):
+                t.param.copy_(s)
