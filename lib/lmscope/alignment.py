@@ -124,26 +124,28 @@ class Aligner:
 
 def layer_similarity(view_a: ModelView, view_b: ModelView, group: str = "ff_values", *,
                      space: str = "embedding", stat: str = "mean_abs", n_sample: int | None = 256,
-                     seed: int = 0) -> np.ndarray:
+                     seed: int = 0, layers_a=None, layers_b=None) -> np.ndarray:
     """An L_a x L_b matrix: how alike the parameter vectors of ``group`` are, layer by layer.
 
     ``stat="mean_abs"`` is the paper's mean |correlation| over all pairs of vectors;
     ``"best_match"`` averages, over vectors of layer a, the largest |correlation| with any
     vector of layer b (1 when layer b holds the same vectors in another order). ``n_sample``
-    vectors of each layer of model a are used (all of model b), to bound the cost.
+    vectors of each layer of model a are used (all of model b), to bound the cost;
+    ``layers_a``/``layers_b`` restrict the rows/columns to some layers (default all).
     """
     if stat not in STATS:
         raise ValueError(f"Unknown stat '{stat}': use one of {', '.join(STATS)}.")
     aligner = Aligner(view_a, view_b, space)
     g = torch.Generator().manual_seed(seed)
-    La, Lb = view_a.cfg.n_layers, view_b.cfg.n_layers
+    layers_a = range(view_a.cfg.n_layers) if layers_a is None else [view_a.layer(l).index for l in layers_a]
+    layers_b = range(view_b.cfg.n_layers) if layers_b is None else [view_b.layer(l).index for l in layers_b]
     n = group_vectors(view_a, 0, group).shape[0]
     rows = None if n_sample is None or n_sample >= n else torch.randperm(n, generator=g)[:n_sample]
-    prep_b = [aligner.prepared("b", l, group) for l in range(Lb)]
-    out = np.zeros((La, Lb))
-    for i in range(La):
-        Xa = aligner.prepared("a", i, group, rows)
-        for j in range(Lb):
+    prep_b = [aligner.prepared("b", l, group) for l in layers_b]
+    out = np.zeros((len(layers_a), len(layers_b)))
+    for i, la in enumerate(layers_a):
+        Xa = aligner.prepared("a", la, group, rows)
+        for j in range(len(layers_b)):
             C = (Xa @ prep_b[j].T).abs()
             out[i, j] = float(C.mean() if stat == "mean_abs" else C.max(1).values.mean())
     return out

@@ -359,3 +359,63 @@ def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose") -> l
         S = keep_k(P, int(k))
         out.append(_cosine(S @ S.T, G))
     return out
+
+
+# -- finding readable units ------------------------------------------------------------------
+@torch.no_grad()
+def coherent_units(proj: Projector, layer: int, group: str = "ff_values", k: int = 10, n: int = 5,
+                   chunk_size: int = 512) -> list[tuple[int, float]]:
+    """The ``n`` vectors of a group whose top-``k`` tokens are most alike: [(index, coherence)].
+
+    Coherence is the mean pairwise cosine similarity of the top tokens' input embeddings
+    (``W_E`` rows), a cheap proxy for "the tokens share a meaning". Uses ``proj.mask``.
+    """
+    vecs = group_vectors(proj.view, layer, group)
+    W_E = proj.view.W_E.detach().float()
+    W_E = W_E / W_E.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    scores = []
+    for start in range(0, vecs.shape[0], chunk_size):
+        reading = proj.project(vecs[start : start + chunk_size], GROUPS[group])  # (c, V)
+        _, ids = top_entries(reading, k, proj.mask)  # (c, k)
+        e = W_E[ids]  # (c, k, d)
+        sim = e @ e.transpose(1, 2)  # (c, k, k)
+        scores.append((sim.sum((1, 2)) - k) / (k * (k - 1)))
+    scores = torch.cat(scores)
+    top = scores.topk(n)
+    return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
+
+
+@torch.no_grad()
+def hub_tokens(proj: Projector, layers=None, group: str = "ff_values", k: int = 50,
+               factor: float = 10.0) -> Tensor:
+    """Tokens in the top-k of far more vectors than chance: a bool mask (d_vocab,).
+
+    Some tokens (often word fragments never predicted, with outsized unembedding norms)
+    top the reading of almost any vector and hide what a vector is specific about. A token
+    is a hub when it appears in the top-k of ``group`` vectors (over ``layers``, default
+    every fifth) more than ``factor`` times as often as a uniform share ``k / d_vocab``.
+    Use ``proj.mask & ~hub_tokens(proj)`` to read without them.
+    """
+    view = proj.view
+    layers = range(0, view.cfg.n_layers, 5) if layers is None else layers
+    counts = torch.zeros(view.cfg.d_vocab)
+    n = 0
+    for layer in layers:
+        vecs = group_vectors(view, layer, group)
+        for start in range(0, vecs.shape[0], 512):
+            ids = proj.project(vecs[start : start + 512], GROUPS[group]).topk(k, dim=-1).indices
+            counts += torch.bincount(ids.flatten().cpu(), minlength=view.cfg.d_vocab)
+            n += ids.shape[0]
+    return counts > factor * n * k / view.cfg.d_vocab
+
+
+def large_norm_tokens(view, quantile: float = 0.95) -> Tensor:
+    """Tokens whose unembedding column has a norm above ``quantile`` of all: a bool mask (d_vocab,).
+
+    In models with tied embeddings, word fragments that are never predicted (``␣strugg``,
+    ``␣interpre``) keep outsized norms and win raw readings of unrelated vectors.
+    """
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be between 0 and 1, got {quantile}.")
+    norms = view.W_U.detach().float().norm(dim=0)
+    return norms > torch.quantile(norms, quantile)
