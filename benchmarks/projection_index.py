@@ -60,10 +60,19 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--config", default=None,
+                        help="a folder with config.json: time a random-weight model of that shape instead "
+                             "(for machines without the model's weights; timings depend on shapes only)")
     parser.add_argument("--out", default=str(RESULTS / "projection_index.json"))
     args = parser.parse_args()
 
-    model, _ = load_model(args.model)
+    if args.config:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.config)).eval()
+        args.model = f"random weights shaped like {args.config}"
+    else:
+        model, _ = load_model(args.model)
     view = ModelView(model)
     device = torch.device(args.device)
     matmul_floor(view, args.kind, args.chunk_size, device)  # warm-up (kernels, page cache)
