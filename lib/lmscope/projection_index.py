@@ -187,18 +187,18 @@ class ProjectionIndex:
         if negative:
             W_U = -W_U
         n_layers, n_units = view.cfg.n_layers, view.cfg.d_ff
-        ids = torch.empty(n_layers, n_units, k, dtype=torch.int64)
-        scores = torch.empty(n_layers, n_units, k, dtype=torch.float32)
+        ids = torch.empty(n_layers, n_units, k, dtype=torch.int64, device=device)  # moved to CPU at the end
+        scores = torch.empty(n_layers, n_units, k, dtype=torch.float32, device=device)
         for layer in range(n_layers):
             rows = unit_vectors(view, layer, kind).detach()  # (d_ff, d_model)
             for start in range(0, n_units, chunk_size):
                 chunk = rows[start : start + chunk_size].to(device, torch.float32)  # (c, d_model)
                 top = torch.topk(chunk @ W_U, k, dim=1)  # (c, d_vocab) -> (c, k)
-                ids[layer, start : start + chunk.shape[0]] = top.indices.cpu()
-                scores[layer, start : start + chunk.shape[0]] = top.values.cpu()
+                ids[layer, start : start + chunk.shape[0]] = top.indices
+                scores[layer, start : start + chunk.shape[0]] = top.values
             if progress is not None:
                 progress(layer + 1, n_layers)
-        return cls(ids=ids, scores=scores, kind=kind, negative=negative,
+        return cls(ids=ids.cpu(), scores=scores.cpu(), kind=kind, negative=negative,
                    model_name=model_name(view), fingerprint=weights_fingerprint(view, kind))
 
     @classmethod
