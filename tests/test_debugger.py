@@ -261,3 +261,19 @@ def test_embedded_generation_and_bad_prompts(smol_dbg):
         dbg.trace("   ")
     with pytest.raises(ValueError, match="context of 8192"):
         dbg.trace("word " * 9000)
+
+
+def test_on_scale_and_steering_helpers(tiny):
+    from lmscope.steering import lexicon_score, neutral_prompts, paired_effect
+
+    _, model, view = tiny
+    dbg = LMDebugger(view)
+    ids = _ids(view)[None]
+    full = dbg.coefficients([Intervention(1, 3, "on")], ids)[1][1][0]
+    quarter = dbg.coefficients([Intervention(1, 3, "on", 0.25)], ids)[1][1][0]
+    assert float(quarter) == pytest.approx(0.25 * float(full))
+    assert Intervention(1, 3, "on", 0.25).describe() == "L1D3=on\u00d70.25"
+    assert len(neutral_prompts()) >= 50 and len(set(neutral_prompts())) == len(neutral_prompts())
+    assert lexicon_score("Great, a GREAT day; sadly the food was awful.") == 1
+    eff = paired_effect([1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0])
+    assert eff["mean_diff"] == pytest.approx(2.0) and eff["ci_low"] <= 2.0 <= eff["ci_high"]

@@ -85,7 +85,8 @@ class Intervention:
     """Set the coefficient of value ``L{layer}D{unit}`` at every position.
 
     ``mode`` is ``"off"`` (0), ``"on"`` (the layer's max ``|m_j| * ||v_j||`` of an
-    un-intervened run) or ``"set"`` (``value``). Disabled interventions are ignored.
+    un-intervened run, times ``value`` if given: ``Intervention(l, u, "on", 0.25)`` is a
+    quarter of the original tool's "on") or ``"set"`` (``value``). Disabled ones are ignored.
     """
 
     layer: int
@@ -111,7 +112,9 @@ class Intervention:
         return replace(self, mode=mode, value=value)
 
     def describe(self) -> str:
-        what = self.mode if self.mode != "set" else f"{self.value:g}"
+        what = f"{self.value:g}" if self.mode == "set" else self.mode
+        if self.mode == "on" and self.value is not None and self.value != 1:
+            what = f"on\u00d7{self.value:g}"
         return f"{self.name}={what}" + ("" if self.enabled else " (disabled)")
 
 
@@ -354,7 +357,7 @@ class LMDebugger:
                 if ids is None:
                     raise ValueError(f"{iv.name}=on needs the prompt: its value comes from an un-intervened run.")
                 on = self.on_coefficients(ids, position) if on is None else on
-                value = float(on[iv.layer])
+                value = float(on[iv.layer]) * (1.0 if iv.value is None else float(iv.value))
             elif iv.mode == "set":
                 _, value = parse_coefficient(iv.value)
             else:
@@ -425,6 +428,86 @@ class LMDebugger:
         final = logits[0, pos].float().softmax(-1).topk(self.k)
         prediction = list(zip(self.token_texts(final.indices.tolist()), final.values.tolist()))
         return Trace(self.token_texts(ids[0].tolist()), pos, layers, prediction, list(interventions))
+
+    # -- readings for the case studies ------------------------------------------------------
+    def token_id(self, text: str) -> int:
+        """The id of ``text`` if the tokenizer writes it as one token (e.g. ``' Paris'``); ValueError otherwise."""
+        if self.tokenizer is None:
+            raise ValueError("This debugger has no tokenizer: pass token ids.")
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(f"{text!r} is {len(ids)} tokens for this tokenizer, not one: pick a single-token word.")
+        return ids[0]
+
+    @torch.no_grad()
+    def lens_probability(self, prompt, token: int, position: int = -1,
+                         interventions: Sequence[Intervention] = ()) -> Tensor:
+        """Logit-lens probability of ``token`` per layer: (3, n_layers) for resid_pre, resid_mid, resid_post."""
+        ids = self.encode(prompt)
+        pos = self._position(ids, position)
+        L = self.view.cfg.n_layers
+        points = ("resid_pre", "resid_mid", "resid_post")
+        with self.intervene(interventions, ids, pos):
+            _, cache = self.view.run_with_cache(ids, [f"blocks.{l}.{p}" for p in points for l in range(L)])
+        resid = torch.stack([torch.stack([cache[f"blocks.{l}.{p}"][0, pos] for l in range(L)]) for p in points])
+        return self.view.unembed(resid).float().softmax(-1)[..., token]  # (3, L)
+
+    @torch.no_grad()
+    def value_contributions(self, prompt, token: int, position: int = -1, top: int = 10) -> list[SubUpdate]:
+        """The sub-updates that push ``token``'s logit most: ranked by ``m_i * (v_i @ W_U[:, token])``.
+
+        This is the direct effect on the logit before the final norm rescales the residual;
+        ``SubUpdate.score`` holds that contribution (signed), ``coeff`` the coefficient.
+        """
+        ids = self.encode(prompt)
+        pos = self._position(ids, position)
+        L, d_ff = self.view.cfg.n_layers, self.view.cfg.d_ff
+        names = [f"blocks.{l}.ff_coeffs" for l in range(L)]
+        _, cache = self.view.run_with_cache(ids, names)
+        m = torch.stack([cache[n][0, pos].float() for n in names])  # (L, d_ff)
+        u = self.view.W_U.detach()[:, token].float()  # (d_model,)
+        direct = torch.stack([self.view.layers[l].ff_values.detach().float() @ u for l in range(L)])  # (L, d_ff)
+        contrib = (m * direct).flatten()
+        best = contrib.topk(min(top, contrib.numel())).indices.tolist()
+        out = []
+        for flat in best:
+            l, unit = divmod(flat, d_ff)
+            tok_ids, _ = self.value_top(l, torch.tensor([unit]), self.n_value_tokens)
+            out.append(SubUpdate(l, unit, float(m[l, unit]), float(contrib[flat]), self.token_texts(tok_ids[0].tolist()),
+                                 self._annotation(l, unit)))
+        return out
+
+    @torch.no_grad()
+    def contrast(self, prompt_a, prompt_b, position_a: int = -1, position_b: int = -1, top: int = 5) -> dict:
+        """Where two contexts of the same word part ways, per layer.
+
+        Returns ``resid_cosine`` (n_layers,) between the residuals after each layer,
+        ``coeff_cosine`` (n_layers,) between the FF coefficient vectors, and per layer the
+        ``top`` values most dominant in A relative to B (``only_a``) and vice versa
+        (``only_b``), ranked by the difference of ``|m_i| * ||v_i||``.
+        """
+        L = self.view.cfg.n_layers
+        names = [f"blocks.{l}.{p}" for l in range(L) for p in ("resid_post", "ff_coeffs")]
+        reads = []
+        for prompt, position in ((prompt_a, position_a), (prompt_b, position_b)):
+            ids = self.encode(prompt)
+            pos = self._position(ids, position)
+            _, cache = self.view.run_with_cache(ids, names)
+            reads.append({k: v[0, pos].float() for k, v in cache.items()})
+        a, b = reads
+        cos = torch.nn.functional.cosine_similarity
+        resid = torch.stack([cos(a[f"blocks.{l}.resid_post"], b[f"blocks.{l}.resid_post"], dim=0) for l in range(L)])
+        coeff = torch.stack([cos(a[f"blocks.{l}.ff_coeffs"], b[f"blocks.{l}.ff_coeffs"], dim=0) for l in range(L)])
+        only_a, only_b = [], []
+        for l in range(L):
+            diff = (a[f"blocks.{l}.ff_coeffs"].abs() - b[f"blocks.{l}.ff_coeffs"].abs()) * self.value_norms[l]
+            for sign, dest in ((1, only_a), (-1, only_b)):
+                units = (sign * diff).topk(top).indices
+                tok_ids, _ = self.value_top(l, units, self.n_value_tokens)
+                dest.append([SubUpdate(l, int(u), float(a[f"blocks.{l}.ff_coeffs"][u] if sign > 0 else b[f"blocks.{l}.ff_coeffs"][u]),
+                                       float(sign * diff[u]), self.token_texts(t), self._annotation(l, int(u)))
+                             for u, t in zip(units.tolist(), tok_ids.tolist())])
+        return {"resid_cosine": resid, "coeff_cosine": coeff, "only_a": only_a, "only_b": only_b}
 
     # -- logits and generation -------------------------------------------------------------
     @torch.no_grad()
