@@ -26,8 +26,12 @@ import torch
 
 Tensor = torch.Tensor
 
-#: Largest dense score buffer of one chunk, in elements (32 MiB of float32).
-CHUNK_ELEMENTS = 1 << 23
+#: Largest dense score buffer of one chunk, in elements: 32 MiB of float32 on CPU, 256 MiB elsewhere.
+CHUNK_ELEMENTS = {"cpu": 1 << 23, "other": 1 << 26}
+
+
+def _budget(device: torch.device) -> int:
+    return CHUNK_ELEMENTS["cpu" if device.type == "cpu" else "other"]
 
 
 # --------------------------------------------------------------------------- selection
@@ -291,7 +295,7 @@ class _TopkAttention(torch.autograd.Function):
                 dk[h] *= scale
                 dv[h] = _sparse_csr(crow_t, row_t, p.reshape(-1).index_select(0, perm), (Tk, R)) @ do[h]
         else:
-            C = max(1, CHUNK_ELEMENTS // max(1, G * k_eff * D))
+            C = max(1, _budget(q.device) // max(1, G * k_eff * D))
             off = (torch.arange(G, device=q.device) * Tk).view(G, 1, 1)
             kf, vf = kg.reshape(G * Tk, D), vg.reshape(G * Tk, D)
             dkf, dvf = dk.view(G * Tk, D), dv.view(G * Tk, D)
@@ -320,9 +324,9 @@ def _gather_rows(x: Tensor, idx: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- public API
-def default_chunk_size(batch_heads: int, n_keys: int) -> int:
+def default_chunk_size(batch_heads: int, n_keys: int, device: torch.device | str = "cpu") -> int:
     """Query chunk that keeps the dense score buffer within :data:`CHUNK_ELEMENTS`."""
-    c = CHUNK_ELEMENTS // max(1, batch_heads * n_keys)
+    c = _budget(torch.device(device)) // max(1, batch_heads * n_keys)
     return int(max(16, min(1024, 2 ** int(math.log2(max(c, 1))))))
 
 
@@ -344,7 +348,7 @@ def topk_attention(
             (grouped-query heads: query head h reads kv head h // (Hq // Hkv)).
         topk: keys kept per query; ``topk >= Tk`` gives exact attention.
         chunk_size: queries per chunk (per head); None picks one that keeps the
-            score buffer at about 32 MiB.
+            score buffer within :data:`CHUNK_ELEMENTS`.
         causal: query t sees keys up to t + (Tk - Tq) (last query aligned with
             the last key, as in Hugging Face's causal mask).
         mask: bool (True = attend) or float (added to the scores), broadcastable
@@ -365,7 +369,7 @@ def topk_attention(
     Tk = k.shape[2]
     k_eff = min(topk, Tk)
     if chunk_size is None:
-        chunk_size = default_chunk_size(B * Hq, Tk)
+        chunk_size = default_chunk_size(B * Hq, Tk, q.device)
     cfg = {
         "k_eff": k_eff,
         "chunk": min(chunk_size, Tq),
