@@ -111,3 +111,13 @@ def test_bad_input():
     with pytest.raises(ValueError, match="top 3 tokens"):
         index.top_tokens(0, 0, k=4)
     assert index.top_tokens(np.int64(1), torch.tensor(2))[0].shape == (3,)
+
+
+@pytest.mark.parametrize("m", [50, 97, 1000, 4099])
+def test_blocked_topk_is_exact(m):
+    from lmscope.projection_index import blocked_topk
+
+    S = torch.randn(33, m, generator=torch.Generator().manual_seed(m))
+    vals, ids = blocked_topk(S, 7, block=8)
+    top = torch.topk(S, 7, dim=1)
+    assert torch.equal(vals, top.values) and torch.equal(ids, top.indices)
