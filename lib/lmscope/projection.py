@@ -351,12 +351,13 @@ def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose") -> l
     """
     if reading not in READINGS:
         raise ValueError(f"Unknown reading '{reading}': use 'transpose' or 'pinv'.")
-    X, E = X.detach().double(), E.detach().double()
+    X, E = X.detach().float(), E.detach().float()
     P = X @ (E if reading == "transpose" else torch.linalg.pinv(E).T)  # (n, d_vocab)
-    G = X @ X.T
+    G = X.double() @ X.double().T
     out = []
     for k in ks:
         S = keep_k(P, int(k))
+        S = S.double()
         out.append(_cosine(S @ S.T, G))
     return out
 
