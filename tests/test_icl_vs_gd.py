@@ -271,3 +271,18 @@ def test_embedded_model_learns_antonyms_in_context(smollm):
     res = run_task(view, tok, "antonyms", k=8, seeds=(0,), n_test=12, methods=("gd",))
     assert res.accuracy("icl")[0] >= 0.8
     assert res.accuracy("icl")[0] >= res.accuracy("zs")[0]
+
+
+def test_widget_layer_similarities_and_explorer():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lmscope.widgets_icl_vs_gd import icl_vs_gd_explorer, layer_similarities
+
+    view = ModelView(make_tiny_model("llama"))
+    res = _tiny_run(view)
+    sims = layer_similarities(res, 1)
+    assert sims["sim_aou"]["gd"] == pytest.approx(res.seeds[0].sim_aou["gd"][:, 1].mean())
+    assert sims["sim_am_delta"]["lcgd"] == pytest.approx(res.seeds[0].sim_am_delta["lcgd"][:, 1].mean())
+    box = icl_vs_gd_explorer(view, CharTokenizer(), {"toy": res}, tasks=[_small_task()], ks=(3,))
+    assert len(box.children) == 2

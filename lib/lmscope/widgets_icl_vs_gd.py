@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lmscope.icl_tasks import BUILTIN_TASKS
+from lmscope.icl_tasks import BUILTIN_TASKS, Task
 from lmscope.icl_vs_gd import TaskResult, run_task
 
 METRICS = {"sim_aou": "SimAOU", "sim_am_delta": "SimAM_Δ"}
@@ -30,7 +30,7 @@ def icl_vs_gd_explorer(
     view,
     tokenizer,
     results: dict[str, TaskResult] | None = None,
-    tasks: Sequence[str] = BUILTIN_TASKS,
+    tasks: Sequence[str | Task] = BUILTIN_TASKS,
     ks: Sequence[int] = (2, 4, 8),
     n_test: int = 8,
     lr=None,
@@ -41,15 +41,16 @@ def icl_vs_gd_explorer(
 
     cache: dict[tuple[str, int], TaskResult] = {(r.task, r.k): r for r in (results or {}).values()}
     ks = sorted(set(ks) | {k for _, k in cache})
-    task_w = widgets.Dropdown(options=list(tasks), description="task")
+    task_w = widgets.Dropdown(options=[(t.name if isinstance(t, Task) else t, t) for t in tasks], description="task")
     k_w = widgets.Dropdown(options=ks, value=max(ks), description="k")
     layer_w = widgets.IntSlider(value=0, min=0, max=view.cfg.n_layers - 1, description="layer")
     out = widgets.Output()
 
-    def get(task: str, k: int) -> TaskResult:
-        if (task, k) not in cache:
-            cache[(task, k)] = run_task(view, tokenizer, task, k=k, seeds=(0,), n_test=n_test, lr=lr)
-        return cache[(task, k)]
+    def get(task: str | Task, k: int) -> TaskResult:
+        key = (task.name if isinstance(task, Task) else task, k)
+        if key not in cache:
+            cache[key] = run_task(view, tokenizer, task, k=k, seeds=(0,), n_test=n_test, lr=lr)
+        return cache[key]
 
     def draw(*_):
         with out:
