@@ -3,15 +3,17 @@
 Shape (issue 5): batch 1, 12 heads, d_head 64, k = 128, causal; time and peak
 memory per method, SDPA measured in the same run.
 
-    PYTHONPATH=lib python benchmarks/topk_attention.py                     # CPU, 1K..16K, fp32
-    PYTHONPATH=lib python benchmarks/topk_attention.py --device cuda --out $OUT/topk_gpu.json
+    python benchmarks/topk_attention.py                     # CPU, 1K..16K, fp32
+    python benchmarks/topk_attention.py --device cuda --out $OUT/topk_gpu.json
+
+(``benchmarks/topk_attention.py`` runs :func:`main` of this module.)
 
 CPU: each (method, length) runs in a fresh subprocess; memory is that process's
 peak resident set (whole process, ~0.25 GiB of it the interpreter and torch)
 and the peak above the resident set once the inputs exist. CUDA: peak
 allocated bytes (inputs included), fp32 with TF32 off, then bf16; plus
 ``torch.topk`` alone over a 64K x 64K x 12 score volume (timed chunk by
-chunk). Needs only torch and ``lmscope`` on PYTHONPATH.
+chunk). Needs only torch.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from lmscope.topk_attention import topk_attention  # noqa: E402
+from lmscope.topk_attention import topk_attention
 
 H, D = 12, 64
+_LIB = str(Path(__file__).resolve().parents[1])  # the folder holding the lmscope package
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -103,10 +105,11 @@ def bench_cpu(args) -> list[dict]:
             if method == "naive" and 3 * H * T * T * 4 / 2**30 > args.naive_max_gib:
                 rows.append({"method": method, "T": T, "dtype": "fp32", "skipped": "memory"})
                 continue
-            cmd = [sys.executable, __file__, "--single", f"{method},{T},fp32", "--k", str(args.k), "--reps", str(args.reps)]
+            cmd = [sys.executable, "-m", "lmscope.topk_bench", "--single", f"{method},{T},fp32", "--k", str(args.k), "--reps", str(args.reps)]
             if args.chunk:
                 cmd += ["--chunk", str(args.chunk)]
-            res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": _LIB + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if res.returncode:
                 rows.append({"method": method, "T": T, "dtype": "fp32", "error": res.stderr.strip()[-300:]})
             else:
@@ -187,7 +190,7 @@ def ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--lengths", type=lambda s: [int(x) for x in s.split(",")], default=None)
@@ -202,8 +205,9 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.single:  # child process of the CPU benchmark
         method, T, dtype = args.single.split(",")
-        print(json.dumps(single_cpu(method, int(T), dtype, args.k, args.chunk, args.reps or 2)))
-        return
+        result = single_cpu(method, int(T), dtype, args.k, args.chunk, args.reps or 2)
+        print(json.dumps(result))
+        return result
     if args.device == "cuda":
         args.lengths = args.lengths or [1024, 4096, 16384, 32768, 65536]
         args.reps = args.reps or 5
@@ -225,10 +229,11 @@ def main(argv=None) -> None:
     for r in result["ratios"]:
         extra = f"  (above inputs {r['peak_above_inputs_ratio']:.2f}x)" if "peak_above_inputs_ratio" in r else ""
         print(f"  {r['dtype']} T={r['T']:>6}: time {r['time_ratio']:.2f}x  peak memory {r['peak_ratio']:.2f}x{extra}")
-    out = args.out or Path(__file__).parent / "results" / f"topk_attention_{args.device}.json"
+    out = args.out or Path("benchmarks") / "results" / f"topk_attention_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":
