@@ -30,6 +30,10 @@ Tensor = torch.Tensor
 CHUNK_ELEMENTS = {"cpu": 1 << 23, "other": 1 << 26}
 
 
+#: Largest gathered (rows, k, d_head) block of the gather backward, in elements.
+GATHER_ELEMENTS = 1 << 24
+
+
 def _budget(device: torch.device) -> int:
     return CHUNK_ELEMENTS["cpu" if device.type == "cpu" else "other"]
 
@@ -295,7 +299,7 @@ class _TopkAttention(torch.autograd.Function):
                 dk[h] *= scale
                 dv[h] = _sparse_csr(crow_t, row_t, p.reshape(-1).index_select(0, perm), (Tk, R)) @ do[h]
         else:
-            C = max(1, _budget(q.device) // max(1, G * k_eff * D))
+            C = max(1, GATHER_ELEMENTS // max(1, G * k_eff * D))  # query rows per step
             off = (torch.arange(G, device=q.device) * Tk).view(G, 1, 1)
             kf, vf = kg.reshape(G * Tk, D), vg.reshape(G * Tk, D)
             dkf, dvf = dk.view(G * Tk, D), dv.view(G * Tk, D)
