@@ -43,7 +43,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 debugger: setup
-	$(VENV)/bin/voila notebooks/02_lm_debugger.ipynb --Voila.ip=127.0.0.1 --port=8866
+	$(VENV)/bin/voila notebooks/02_lm_debugger_app.ipynb --Voila.ip=127.0.0.1 --port=8866
 
 clean-book:
 	rm -rf book/_build book/_build.* book/chapters

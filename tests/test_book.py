@@ -55,7 +55,8 @@ def test_quick_book_renders_chapter(quick_book, name):
 
 
 def test_every_notebook_is_in_the_table_of_contents():
-    notebooks = sorted(p.stem for p in book.NOTEBOOKS.glob("*.ipynb"))
+    """Every notebook is a chapter, except Voila apps (``*_app.ipynb``), which are not in the book."""
+    notebooks = sorted(p.stem for p in book.NOTEBOOKS.glob("*.ipynb") if not p.stem.endswith("_app"))
     assert set(notebooks) <= set(book.toc_chapters()), "add new notebooks to book/_toc.yml"
 
 
@@ -116,3 +117,12 @@ def test_missing_chapter_notebook_is_skipped_with_a_warning(tmp_path, caplog):
                                          ("gpt2-medium", "gpt2-medium")])
 def test_parameter_values_are_read_like_papermill(text, value):
     assert book.parse_value(text) == value
+
+
+def test_reliable_kernel_replies_restores_the_client():
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    original = AsyncZMQSocketChannel.get_msg
+    with book.reliable_kernel_replies():
+        assert AsyncZMQSocketChannel.get_msg is not original
+    assert AsyncZMQSocketChannel.get_msg is original

@@ -20,6 +20,7 @@ Steps:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -86,6 +87,39 @@ def ensure_kernel(name: str = KERNEL) -> str:
     return name
 
 
+@contextlib.contextmanager
+def reliable_kernel_replies(step: float = 1.0):
+    """Poll kernel replies in short slices while papermill runs a notebook.
+
+    With the pinned jupyter_client 8 / pyzmq 27, nbclient's single long wait for a cell's
+    ``execute_reply`` can miss the socket's wake-up after a cell that opens many widget
+    comms, and then hangs although the kernel is idle (jupyter/nbclient#312; here 3 runs
+    in 4 of a widget cell). A fresh poll finds the queued reply, so waiting in ``step``-second
+    slices up to the same deadline fixes it. Restores the original method on exit.
+    """
+    from queue import Empty
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    original = AsyncZMQSocketChannel.get_msg
+
+    async def get_msg(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = step if deadline is None else min(step, max(0.0, deadline - time.monotonic()))
+            try:
+                return await original(self, left)
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    AsyncZMQSocketChannel.get_msg = get_msg
+    try:
+        yield
+    finally:
+        AsyncZMQSocketChannel.get_msg = original
+
+
 def execute(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS,
             chapters: Path = CHAPTERS, timeout: int | None = None) -> Path:
     """Run ``notebooks/NAME.ipynb`` with papermill into ``chapters/NAME.ipynb``."""
@@ -97,11 +131,12 @@ def execute(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS,
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
     try:
-        papermill.execute_notebook(
-            str(source), str(target), parameters=parameters, kernel_name=ensure_kernel(), language="python",
-            execution_timeout=timeout or execution_timeout(), cwd=str(notebooks),
-            progress_bar=False,
-        )
+        with reliable_kernel_replies():
+            papermill.execute_notebook(
+                str(source), str(target), parameters=parameters, kernel_name=ensure_kernel(),
+                language="python", execution_timeout=timeout or execution_timeout(),
+                cwd=str(notebooks), progress_bar=False,
+            )
     except PapermillExecutionError as err:
         first_line = err.source.strip().splitlines()[0] if err.source.strip() else ""
         raise BookError(
