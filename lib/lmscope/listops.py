@@ -10,6 +10,7 @@ is either exact (``topk=None``, SDPA) or :func:`lmscope.topk_attention.topk_atte
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -147,7 +148,10 @@ def train(
     """AdamW training; returns [{'step', 'loss', 'test_acc'}] every ``eval_every`` steps."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    warm = max(1, steps // 10)  # linear warm-up, then cosine decay
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
+    )
     history = []
     for step in range(1, steps + 1):
         model.train()

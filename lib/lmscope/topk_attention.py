@@ -206,6 +206,14 @@ def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]
         return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
+def _flat_cols(idx: Tensor, n_keys: int) -> Tensor:
+    """idx (G, ..., k) key indices per group -> (rows, k) column indices into the stacked (G*n_keys) keys."""
+    G, k = idx.shape[0], idx.shape[-1]
+    dtype = torch.int32 if G * n_keys < 2**31 else torch.int64
+    off = (torch.arange(G, device=idx.device, dtype=dtype) * n_keys).view(G, *([1] * (idx.dim() - 1)))
+    return (idx.to(dtype) + off).view(-1, k)
+
+
 def _transpose_pattern(idx_g: Tensor, n_cols: int) -> tuple[Tensor, Tensor, Tensor]:
     """CSR pattern of the transpose of idx_g (rows, k): (crow (n_cols+1,), row indices, entry permutation)."""
     k = idx_g.shape[1]
@@ -261,9 +269,9 @@ class _TopkAttention(torch.autograd.Function):
                     G, g, n, D
                 )
         del buf
-        if csr:
-            for h in range(G):
-                out[h] = (_csr(idx[h].view(g * Tq, k_eff), weights[h], Tk) @ vg[h]).view(g, Tq, D)
+        if csr:  # all heads as one block-diagonal sparse matrix (G*g*Tq, G*Tk)
+            cols = _flat_cols(idx, Tk)
+            out.copy_((_csr(cols, weights.view(-1, k_eff), G * Tk) @ vg.reshape(G * Tk, D)).view(G, g, Tq, D))
         ctx.save_for_backward(q, k, v, idx, weights, out)
         ctx.cfg = cfg
         return out.view(B, Hq, Tq, D)
@@ -283,22 +291,20 @@ class _TopkAttention(torch.autograd.Function):
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         # dS = P * (dP - delta), delta_i = dO_i . O_i
         delta = (do.to(acc) * out.reshape(G, R, D).to(acc)).sum(-1, keepdim=True)  # (G, R, 1)
-        dq = torch.empty_like(qg)
-        dk = torch.zeros_like(kg)
-        dv = torch.zeros_like(vg)
-        if _use_csr(q):
-            for h in range(G):
-                pattern = _csr(idx[h], torch.zeros(R * k_eff, dtype=q.dtype), Tk)
-                dp = torch.sparse.sampled_addmm(pattern, do[h], vg[h].t(), beta=0.0).values().view(R, k_eff)
-                p = p_all[h]
-                ds = p * (dp - delta[h])
-                dq[h] = _csr(idx[h], ds, Tk) @ kg[h]
-                dq[h] *= scale
-                crow_t, row_t, perm = _transpose_pattern(idx[h], Tk)
-                dk[h] = _sparse_csr(crow_t, row_t, ds.reshape(-1).index_select(0, perm), (Tk, R)) @ qg[h]
-                dk[h] *= scale
-                dv[h] = _sparse_csr(crow_t, row_t, p.reshape(-1).index_select(0, perm), (Tk, R)) @ do[h]
+        if _use_csr(q):  # all heads as one block-diagonal sparse matrix (G*R, G*Tk)
+            cols = _flat_cols(idx, Tk)  # (G*R, k)
+            n_cols = G * Tk
+            qf, kf, vf, dof = (t.reshape(-1, D) for t in (qg, kg, vg, do))
+            pattern = _csr(cols, torch.zeros(cols.numel(), dtype=q.dtype), n_cols)
+            dp = torch.sparse.sampled_addmm(pattern, dof, vf.t(), beta=0.0).values().view(G * R, k_eff)
+            p = p_all.reshape(G * R, k_eff)
+            ds = p * (dp - delta.reshape(G * R, 1))
+            dq = (_csr(cols, ds, n_cols) @ kf).mul_(scale).view(G, R, D)
+            crow_t, row_t, perm = _transpose_pattern(cols, n_cols)
+            dk = (_sparse_csr(crow_t, row_t, ds.reshape(-1).index_select(0, perm), (n_cols, G * R)) @ qf).mul_(scale)
+            dv = _sparse_csr(crow_t, row_t, p.reshape(-1).index_select(0, perm), (n_cols, G * R)) @ dof
         else:
+            dq, dk, dv = torch.empty_like(qg), torch.zeros_like(kg), torch.zeros_like(vg)
             C = max(1, GATHER_ELEMENTS // max(1, G * k_eff * D))  # query rows per step
             off = (torch.arange(G, device=q.device) * Tk).view(G, 1, 1)
             kf, vf = kg.reshape(G * Tk, D), vg.reshape(G * Tk, D)
