@@ -3,12 +3,14 @@
 Gupta et al., "Memory-efficient Transformers via Top-k Attention" (2021). This
 implementation processes queries in chunks, so the dense score buffer is at
 most (rows of one chunk) x (keys); a custom autograd function saves only the
-selected key indices and one log-sum-exp per query (O(N k) memory), and its
+selected key indices and their softmax weights (O(N k) memory), and its
 backward touches only the selected keys and values (O(N k d) work):
 
-* CPU, float32/float64: the selection is a sparse CSR matrix per head and the
-  products are sparse-dense kernels (``P @ V``, ``dS @ K``, ``dS^T @ Q``) plus a
-  sampled dense-dense product for the scores at the selected positions.
+* CPU, float32/float64: the selection of all heads is one block-diagonal
+  sparse CSR matrix and the products are sparse-dense kernels (``P @ V``,
+  ``dS @ K``, ``dS^T @ Q``, ``P^T @ dO``) plus a sampled dense-dense product for
+  ``dP`` at the selected positions; the transpose's pattern comes from one
+  stable sort of the selected column indices.
 * everywhere else (CUDA, bfloat16): the selected rows of K and V are gathered
   per chunk and multiplied with ``bmm``; the key/value gradients are
   scattered back with ``index_add_``.
@@ -214,14 +216,22 @@ def _flat_cols(idx: Tensor, n_keys: int) -> Tensor:
     return (idx.to(dtype) + off).view(-1, k)
 
 
-def _transpose_pattern(idx_g: Tensor, n_cols: int) -> tuple[Tensor, Tensor, Tensor]:
-    """CSR pattern of the transpose of idx_g (rows, k): (crow (n_cols+1,), row indices, entry permutation)."""
-    k = idx_g.shape[1]
-    sorted_cols, perm = torch.sort(idx_g.reshape(-1), stable=True)
-    counts = torch.bincount(sorted_cols, minlength=n_cols)
-    crow = torch.zeros(n_cols + 1, dtype=idx_g.dtype, device=idx_g.device)
+def _transpose_pattern(cols: Tensor, n_groups: int, n_cols: int) -> tuple[Tensor, Tensor, Tensor]:
+    """CSR pattern of the transpose of a block-diagonal selection.
+
+    cols (rows, k): column indices into n_cols = n_groups * keys; the rows of
+    group h only use the columns of group h. Returns (crow (n_cols+1,), row
+    index of each entry of the transpose, permutation of the entries); one
+    stable sort per group (row-wise sorts are much faster than one long sort).
+    """
+    rows, k = cols.shape
+    per_group = cols.view(n_groups, (rows // n_groups) * k)
+    sorted_cols, perm = torch.sort(per_group, dim=-1, stable=True)
+    perm = (perm + torch.arange(n_groups, device=cols.device).view(-1, 1) * per_group.shape[1]).view(-1)
+    counts = torch.bincount(sorted_cols.view(-1), minlength=n_cols)
+    crow = torch.zeros(n_cols + 1, dtype=cols.dtype, device=cols.device)
     torch.cumsum(counts, 0, out=crow[1:])
-    row_of = torch.div(perm, k, rounding_mode="floor").to(idx_g.dtype)
+    row_of = torch.div(perm, k, rounding_mode="floor").to(cols.dtype)
     return crow, row_of, perm
 
 
@@ -300,7 +310,7 @@ class _TopkAttention(torch.autograd.Function):
             p = p_all.reshape(G * R, k_eff)
             ds = p * (dp - delta.reshape(G * R, 1))
             dq = (_csr(cols, ds, n_cols) @ kf).mul_(scale).view(G, R, D)
-            crow_t, row_t, perm = _transpose_pattern(cols, n_cols)
+            crow_t, row_t, perm = _transpose_pattern(cols, G, n_cols)
             dk = (_sparse_csr(crow_t, row_t, ds.reshape(-1).index_select(0, perm), (n_cols, G * R)) @ qf).mul_(scale)
             dv = _sparse_csr(crow_t, row_t, p.reshape(-1).index_select(0, perm), (n_cols, G * R)) @ dof
         else:
