@@ -277,3 +277,20 @@ def test_on_scale_and_steering_helpers(tiny):
     assert lexicon_score("Great, a GREAT day; sadly the food was awful.") == 1
     eff = paired_effect([1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0])
     assert eff["mean_diff"] == pytest.approx(2.0) and eff["ci_low"] <= 2.0 <= eff["ci_high"]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_batched_runs_match_single_prompts(family):
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(family)
+    view = ModelView(model)
+    dbg = LMDebugger(view)
+    prompts = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+    ivs = [Intervention(1, 3, "on"), Intervention(2, 5, "set", 3.0)]
+    batch = dbg.last_logits_batch(prompts, ivs)
+    for i, p in enumerate(prompts):
+        torch.testing.assert_close(batch[i], dbg.logits(p, ivs)[-1], rtol=1e-7, atol=1e-7)
+    gen = dbg.generate_batch(prompts, 5, ivs)
+    assert gen == [dbg.generate(p, 5, ivs) for p in prompts]
+    assert _n_hooks(model) == 0

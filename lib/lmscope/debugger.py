@@ -342,38 +342,115 @@ class LMDebugger:
         return self._on_cache[key]
 
     def coefficients(self, interventions: Sequence[Intervention], ids: Tensor | None = None,
-                     position: int = -1) -> dict[int, tuple[Tensor, Tensor]]:
-        """Enabled interventions -> ``{layer: (units (n,), values (n,))}``; 'on' needs ``ids``."""
-        out: dict[int, dict[int, float]] = {}
-        on = None
+                     position: int = -1, on: Tensor | None = None) -> dict[int, tuple[Tensor, Tensor]]:
+        """Enabled interventions -> ``{layer: (units (n,), values)}``.
+
+        'on' needs ``ids`` (its value comes from an un-intervened run) or precomputed ``on``
+        values: (n_layers,), or (batch, n_layers) for one value per prompt of a batch, in
+        which case ``values`` is (batch, n) instead of (n,).
+        """
+        out: dict[int, dict[int, Tensor]] = {}
         cfg = self.view.cfg
         for iv in interventions:
             if not iv.enabled:
                 continue
             parse_value_name(iv.name, cfg.n_layers, cfg.d_ff)
             if iv.mode == "off":
-                value = 0.0
+                value = torch.tensor(0.0)
             elif iv.mode == "on":
-                if ids is None:
+                if on is None and ids is None:
                     raise ValueError(f"{iv.name}=on needs the prompt: its value comes from an un-intervened run.")
                 on = self.on_coefficients(ids, position) if on is None else on
-                value = float(on[iv.layer]) * (1.0 if iv.value is None else float(iv.value))
+                value = on[..., iv.layer].float() * (1.0 if iv.value is None else float(iv.value))
             elif iv.mode == "set":
-                _, value = parse_coefficient(iv.value)
+                value = torch.tensor(parse_coefficient(iv.value)[1])
             else:
                 raise ValueError(f"Unknown intervention mode {iv.mode!r}: use one of {', '.join(MODES)}.")
             out.setdefault(iv.layer, {})[iv.unit] = value
-        return {l: (torch.tensor(list(d)), torch.tensor(list(d.values()))) for l, d in out.items()}
+        batch = on.shape[:-1] if on is not None else torch.Size()
+        return {l: (torch.tensor(list(d)), torch.stack([v.float().expand(batch) for v in d.values()], dim=-1))
+                for l, d in out.items()}
 
     @contextmanager
     def intervene(self, interventions: Sequence[Intervention] = (), prompt=None,
-                  position: int = -1) -> Iterator[None]:
+                  position: int = -1, on: Tensor | None = None) -> Iterator[None]:
         """Context manager: the model runs with the interventions set at every position."""
         ids = None if prompt is None else (prompt if isinstance(prompt, Tensor) else self.encode(prompt))
-        coeffs = self.coefficients(list(interventions), ids, position)
+        coeffs = self.coefficients(list(interventions), ids, position, on)
         edits = {f"blocks.{l}.ff_coeffs": _setter(units, values) for l, (units, values) in coeffs.items()}
         with self.view.overwrite(edits):
             yield
+
+    # -- batches of prompts (left-padded) ---------------------------------------------------
+    def encode_batch(self, prompts: Sequence) -> tuple[Tensor, Tensor]:
+        """Prompts -> left-padded ``input_ids`` and ``attention_mask``, each (batch, pos)."""
+        if self.view.cfg.family == "bert":
+            raise ValueError("Batched runs are for causal language models; this is a masked LM (BERT).")
+        rows = [self.encode(p)[0] for p in prompts]
+        if not rows:
+            raise ValueError("No prompts given.")
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(self.tokenizer, "eos_token_id", None) or 0
+        T = max(len(r) for r in rows)
+        ids = torch.full((len(rows), T), int(pad), dtype=torch.long, device=self.view.device)
+        mask = torch.zeros((len(rows), T), dtype=torch.long, device=self.view.device)
+        for i, r in enumerate(rows):
+            ids[i, T - len(r):] = r
+            mask[i, T - len(r):] = 1
+        return ids, mask
+
+    def _forward(self, ids: Tensor, mask: Tensor, **kwargs):
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (batch, pos), real tokens from 0
+        if "position_ids" in kwargs:
+            positions = kwargs.pop("position_ids")
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
+
+    @torch.no_grad()
+    def on_coefficients_batch(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Per prompt and layer, max_j |m_j| * ||v_j|| at the last position, un-intervened: (batch, n_layers)."""
+        names = [f"blocks.{l}.ff_coeffs" for l in range(self.view.cfg.n_layers)]
+        with self.view.capture(names) as cache:
+            self._forward(ids, mask)
+        m = torch.stack([cache[n][:, -1].float() for n in names], dim=1)  # (batch, n_layers, d_ff)
+        return (m.abs() * self.value_norms).amax(dim=-1)
+
+    @torch.no_grad()
+    def last_logits_batch(self, prompts: Sequence, interventions: Sequence[Intervention] = ()) -> Tensor:
+        """Next-token logits after each prompt, (batch, d_vocab), with the interventions active
+        ('on' from each prompt's own un-intervened run)."""
+        ids, mask = self.encode_batch(prompts)
+        on = self.on_coefficients_batch(ids, mask) if any(iv.mode == "on" for iv in interventions) else None
+        with self.intervene(interventions, on=on):
+            return self._forward(ids, mask).logits[:, -1]
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: Sequence, n_tokens: int = 10,
+                       interventions: Sequence[Intervention] = ()) -> list[list[int]]:
+        """Greedy continuations (token ids) of several prompts at once; equal to :meth:`generate` per prompt
+        (up to float rounding), except that every row runs ``n_tokens`` steps (no stop at EOS)."""
+        if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
+            raise ValueError(f"n_tokens must be a positive integer, got {n_tokens!r}.")
+        ids, mask = self.encode_batch(prompts)
+        limit = max_context(self.model)
+        if limit is not None and ids.shape[1] + n_tokens > limit:
+            raise ValueError(f"The longest prompt plus {n_tokens} new tokens exceeds the context of {limit}.")
+        on = self.on_coefficients_batch(ids, mask) if any(iv.mode == "on" for iv in interventions) else None
+        cache_arg = _cache_argument(self.model)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        new = []
+        with self.intervene(interventions, on=on):
+            out = self._forward(ids, mask, position_ids=positions, use_cache=True)
+            for step in range(n_tokens):
+                nxt = out.logits[:, -1].argmax(-1)  # (batch,)
+                new.append(nxt)
+                if step == n_tokens - 1:
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                positions = positions[:, -1:] + 1
+                past = out.get("cache", None) if cache_arg == "cache" else out.get("past_key_values", None)
+                out = self._forward(nxt[:, None], mask, position_ids=positions, use_cache=True, **{cache_arg: past})
+        return torch.stack(new, dim=1).tolist()
 
     # -- trace --------------------------------------------------------------------------
     @torch.no_grad()
@@ -570,9 +647,10 @@ def _cache_argument(model) -> str:
 def _setter(units: Tensor, values: Tensor) -> Callable[[Tensor], Tensor]:
     """An ``ff_coeffs`` edit: coefficients (B, T, d_ff) with ``units`` set to ``values`` everywhere."""
 
-    def edit(t: Tensor) -> Tensor:
+    def edit(t: Tensor) -> Tensor:  # values (n,) or, one row per prompt, (B, n)
         t = t.clone()
-        t[..., units.to(t.device)] = values.to(t.device, t.dtype)
+        v = values.to(t.device, t.dtype)
+        t[..., units.to(t.device)] = v[:, None, :] if v.ndim == 2 else v
         return t
 
     return edit

@@ -129,7 +129,8 @@ def concept_ids(search, words) -> list[int]:
 @torch.no_grad()
 def steering_experiment(dbg: LMDebugger, search, prompts: list[str], query: str, concept_words=POSITIVE,
                         opposite_words=NEGATIVE, n_values: int = 10, n_random: int = 3, n_tokens: int = 10,
-                        seed: int = 0, scale: float | None = None, progress=None) -> SteeringResult:
+                        seed: int = 0, scale: float | None = None, batch_size: int = 20,
+                        progress=None) -> SteeringResult:
     """Run the experiment (see the module docstring); ``n_tokens=0`` skips the continuations.
 
     ``scale`` multiplies the "on" coefficient (None: the original tool's full "on").
@@ -149,33 +150,41 @@ def steering_experiment(dbg: LMDebugger, search, prompts: list[str], query: str,
     generated = [c for c in conditions if c in ("clean", "searched", "random0")]  # continuations: one random draw
     score = {c: np.zeros(len(prompts)) for c in generated} if n_tokens else {}
     texts: dict[str, list[str]] = {c: [] for c in generated} if n_tokens else {}
-    total = len(prompts) * len(conditions)
-    for i, prompt in enumerate(prompts):
-        for j, (name, ivs) in enumerate(conditions.items()):
-            probs = dbg.logits(prompt, ivs)[-1].float().softmax(-1)
-            mass[name][i] = float(probs[pos_ids].sum())
-            opp[name][i] = float(probs[neg_ids].sum())
+    chunks = [prompts[a : a + batch_size] for a in range(0, len(prompts), batch_size)]
+    total, done = len(chunks) * len(conditions), 0
+    for name, ivs in conditions.items():
+        rows = 0
+        for chunk in chunks:
+            probs = dbg.last_logits_batch(chunk, ivs).float().softmax(-1)  # (batch, d_vocab)
+            mass[name][rows : rows + len(chunk)] = probs[:, pos_ids].sum(-1).numpy()
+            opp[name][rows : rows + len(chunk)] = probs[:, neg_ids].sum(-1).numpy()
             if n_tokens and name in score:
-                text = dbg.generate_text(prompt, n_tokens, ivs)
-                texts[name].append(text)
-                score[name][i] = lexicon_score(text, concept_words, opposite_words)
+                for i, new in enumerate(dbg.generate_batch(chunk, n_tokens, ivs)):
+                    text = dbg.tokenizer.decode(new) if dbg.tokenizer is not None else " ".join(dbg.token_texts(new))
+                    texts[name].append(text)
+                    score[name][rows + i] = lexicon_score(text, concept_words, opposite_words)
+            rows += len(chunk)
+            done += 1
             if progress is not None:
-                progress(i * len(conditions) + j + 1, total)
+                progress(done, total)
     return SteeringResult(prompts, values, random_sets, mass, opp, score, texts, time.perf_counter() - start)
 
 
 @torch.no_grad()
 def dose_response(dbg: LMDebugger, search, prompts: list[str], query: str, scales, concept_words=POSITIVE,
-                  n_values: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+                  n_values: int = 10, seed: int = 0, batch_size: int = 20) -> dict[str, np.ndarray]:
     """Mean concept mass over ``prompts`` for each scale of "on": ``{'scale', 'searched', 'random', 'clean'}``."""
     hits = search.search(query, limit=n_values)
     ids = torch.tensor(concept_ids(search, concept_words))
     base = [Intervention(h.layer, h.unit, "on") for h in hits]
     rnd = random_values(dbg.view, [iv.layer for iv in base], seed, exclude=base)
-    clean = np.mean([float(dbg.logits(p)[-1].float().softmax(-1)[ids].sum()) for p in prompts])
-    out = {"scale": np.asarray(scales, float), "searched": [], "random": [], "clean": np.full(len(scales), clean)}
+    def mean_mass(ivs):
+        chunks = [prompts[a : a + batch_size] for a in range(0, len(prompts), batch_size)]
+        masses = [dbg.last_logits_batch(c, ivs).float().softmax(-1)[:, ids].sum(-1) for c in chunks]
+        return float(torch.cat(masses).mean())
+
+    out = {"scale": np.asarray(scales, float), "searched": [], "random": [], "clean": np.full(len(scales), mean_mass([]))}
     for s in scales:
         for name, ivs in (("searched", base), ("random", rnd)):
-            scaled = [Intervention(iv.layer, iv.unit, "on", float(s)) for iv in ivs]
-            out[name].append(np.mean([float(dbg.logits(p, scaled)[-1].float().softmax(-1)[ids].sum()) for p in prompts]))
+            out[name].append(mean_mass([Intervention(iv.layer, iv.unit, "on", float(s)) for iv in ivs]))
     return {k: np.asarray(v) for k, v in out.items()}
