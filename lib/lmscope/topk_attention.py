@@ -208,6 +208,16 @@ def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]
         return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
+#: Selected entries handled by one sparse step on CPU (bounds the backward's temporaries).
+SPARSE_ENTRIES = 1 << 20
+
+
+def _group_batches(n_groups: int, entries_per_group: int) -> list[tuple[int, int]]:
+    """Consecutive [h0, h1) ranges of groups with about :data:`SPARSE_ENTRIES` entries each."""
+    step = max(1, SPARSE_ENTRIES // max(1, entries_per_group))
+    return [(h, min(n_groups, h + step)) for h in range(0, n_groups, step)]
+
+
 def _flat_cols(idx: Tensor, n_keys: int) -> Tensor:
     """idx (G, ..., k) key indices per group -> (rows, k) column indices into the stacked (G*n_keys) keys."""
     G, k = idx.shape[0], idx.shape[-1]
@@ -279,9 +289,11 @@ class _TopkAttention(torch.autograd.Function):
                     G, g, n, D
                 )
         del buf
-        if csr:  # all heads as one block-diagonal sparse matrix (G*g*Tq, G*Tk)
-            cols = _flat_cols(idx, Tk)
-            out.copy_((_csr(cols, weights.view(-1, k_eff), G * Tk) @ vg.reshape(G * Tk, D)).view(G, g, Tq, D))
+        if csr:  # groups in batches, each batch one block-diagonal sparse matrix
+            for h0, h1 in _group_batches(G, g * Tq * k_eff):
+                cols = _flat_cols(idx[h0:h1], Tk)
+                P = _csr(cols, weights[h0:h1].reshape(-1, k_eff), (h1 - h0) * Tk)
+                out[h0:h1] = (P @ vg[h0:h1].reshape(-1, D)).view(h1 - h0, g, Tq, D)
         ctx.save_for_backward(q, k, v, idx, weights, out)
         ctx.cfg = cfg
         return out.view(B, Hq, Tq, D)
@@ -301,18 +313,27 @@ class _TopkAttention(torch.autograd.Function):
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         # dS = P * (dP - delta), delta_i = dO_i . O_i
         delta = (do.to(acc) * out.reshape(G, R, D).to(acc)).sum(-1, keepdim=True)  # (G, R, 1)
-        if _use_csr(q):  # all heads as one block-diagonal sparse matrix (G*R, G*Tk)
-            cols = _flat_cols(idx, Tk)  # (G*R, k)
-            n_cols = G * Tk
-            qf, kf, vf, dof = (t.reshape(-1, D) for t in (qg, kg, vg, do))
-            pattern = _csr(cols, torch.zeros(cols.numel(), dtype=q.dtype), n_cols)
-            dp = torch.sparse.sampled_addmm(pattern, dof, vf.t(), beta=0.0).values().view(G * R, k_eff)
-            p = p_all.reshape(G * R, k_eff)
-            ds = p * (dp - delta.reshape(G * R, 1))
-            dq = (_csr(cols, ds, n_cols) @ kf).mul_(scale).view(G, R, D)
-            crow_t, row_t, perm = _transpose_pattern(cols, G, n_cols)
-            dk = (_sparse_csr(crow_t, row_t, ds.reshape(-1).index_select(0, perm), (n_cols, G * R)) @ qf).mul_(scale)
-            dv = _sparse_csr(crow_t, row_t, p.reshape(-1).index_select(0, perm), (n_cols, G * R)) @ dof
+        if _use_csr(q):  # groups in batches, each batch one block-diagonal sparse matrix
+            dq, dk, dv = torch.empty_like(qg), torch.empty_like(kg), torch.empty_like(vg)
+            for h0, h1 in _group_batches(G, R * k_eff):
+                n = h1 - h0
+                cols = _flat_cols(idx[h0:h1], Tk)  # (n*R, k)
+                n_cols = n * Tk
+                qf, kf, vf, dof = (t[h0:h1].reshape(-1, D) for t in (qg, kg, vg, do))
+                pattern = _csr(cols, torch.zeros(cols.numel(), dtype=q.dtype), n_cols)
+                dp = torch.sparse.sampled_addmm(pattern, dof, vf.t(), beta=0.0).values().view(n * R, k_eff)
+                del pattern
+                p = p_all[h0:h1].reshape(n * R, k_eff)
+                ds = p * (dp - delta[h0:h1].reshape(n * R, 1))
+                del dp
+                dq[h0:h1] = (_csr(cols, ds, n_cols) @ kf).mul_(scale).view(n, R, D)
+                crow_t, row_t, perm = _transpose_pattern(cols, n, n_cols)
+                del cols
+                dk_t = _sparse_csr(crow_t, row_t, ds.reshape(-1).index_select(0, perm), (n_cols, n * R))
+                dk[h0:h1] = (dk_t @ qf).mul_(scale).view(n, Tk, D)
+                del dk_t, ds
+                dv_t = _sparse_csr(crow_t, row_t, p.reshape(-1).index_select(0, perm), (n_cols, n * R))
+                dv[h0:h1] = (dv_t @ dof).view(n, Tk, D)
         else:
             dq, dk, dv = torch.empty_like(qg), torch.zeros_like(kg), torch.zeros_like(vg)
             C = max(1, GATHER_ELEMENTS // max(1, G * k_eff * D))  # query rows per step
