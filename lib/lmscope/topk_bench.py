@@ -89,12 +89,24 @@ def _rss_gib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
+def _peak_rss_gib() -> float:
+    """Peak resident set of this process (VmHWM; unlike ru_maxrss it is not inherited across fork+exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # KiB -> GiB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def single_cpu(method: str, T: int, dtype: str, topk: int, chunk: int | None, reps: int) -> dict:
     """Runs in its own process: time, peak RSS and peak above the post-input RSS."""
     q, k, v = make_inputs(T, DTYPES[dtype], "cpu")
     base = _rss_gib()
     sec = time_fwd_bwd(method, T, DTYPES[dtype], "cpu", topk, chunk, reps, q, k, v)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    peak = _peak_rss_gib()
     return {"time_s": sec, "peak_gib": peak, "peak_above_inputs_gib": max(0.0, peak - base)}
 
 
