@@ -228,8 +228,13 @@ def top_pairs(A: Tensor, B: Tensor, k: int, *, row_mask: Tensor | None = None,
         if drop_diagonal:
             same = rows.to(A.device)[block][:, None] == cols_dev[None, :]
             s = s.masked_fill(same, float("-inf"))
-        kk = min(k, s.numel())
-        vals, flat = torch.topk(s.reshape(-1), kk)
+        flat_s = s.reshape(-1)
+        if len(best_s) == k:  # only entries above the current k-th can enter: skip the full top-k
+            cand = (flat_s > best_s[-1]).nonzero().squeeze(1)
+            vals, pick = torch.topk(flat_s[cand], min(k, len(cand)))
+            flat = cand[pick]
+        else:
+            vals, flat = torch.topk(flat_s, min(k, flat_s.numel()))
         r, c = block[flat // s.shape[1]], flat % s.shape[1]
         merged_s = torch.cat([best_s, vals])
         keep = torch.topk(merged_s, min(k, len(merged_s))).indices
