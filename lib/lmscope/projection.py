@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmscope.lens import token_text
+
 Tensor = torch.Tensor
 
 # parameter group -> how it touches the residual stream ("in": reads it, "out": writes to it)
@@ -138,7 +140,7 @@ def token_texts(tokenizer, ids) -> list[str]:
     """Tokens as readable text (a leading space shown as ``␣``, newlines as ``\\n``)."""
     if tokenizer is None:
         return [str(int(i)) for i in ids]
-    return [tokenizer.decode([int(i)]).replace(" ", "\u2423").replace("\n", "\\n") for i in ids]
+    return [token_text(tokenizer, i) for i in ids]
 
 
 # -- results ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import safetensors.torch
 import torch
 
 from lmscope.models import cache_dir
+from lmscope.projection import check_k
 
 Tensor = torch.Tensor
 
@@ -66,13 +67,6 @@ def check_kind(view, kind: str) -> None:
             f"kind='gate_keys' needs a gated MLP; this {view.cfg.family} model has none. "
             "Use 'keys' or 'values'."
         )
-
-
-def check_k(view, k: int) -> None:
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}.")
-    if k > view.cfg.d_vocab:
-        raise ValueError(f"k={k} is larger than the vocabulary ({view.cfg.d_vocab} tokens).")
 
 
 def model_name(view) -> str:
@@ -206,7 +200,7 @@ class ProjectionIndex:
         called after every layer.
         """
         check_kind(view, kind)
-        check_k(view, k)
+        check_k(k, view.cfg.d_vocab)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
         device = torch.device(device) if device is not None else view.device
@@ -243,7 +237,7 @@ class ProjectionIndex:
     ) -> "ProjectionIndex":
         """The index of ``view``: read from the cache if there, else computed (and cached if ``cache``)."""
         check_kind(view, kind)
-        check_k(view, k)
+        check_k(k, view.cfg.d_vocab)
         fingerprint = weights_fingerprint(view, kind)
         path = cls.cache_path(view, k, kind, negative=negative, fingerprint=fingerprint) if cache else None
         if path is not None and path.exists():
@@ -258,7 +252,7 @@ class ProjectionIndex:
     def load(cls, view, k: int = 50, kind: str = "values", *, negative: bool = False) -> "ProjectionIndex":
         """The cached index of ``view``; FileNotFoundError (saying how to build it) when absent."""
         check_kind(view, kind)
-        check_k(view, k)
+        check_k(k, view.cfg.d_vocab)
         path = cls.cache_path(view, k, kind, negative=negative)
         if not path.exists():
             raise FileNotFoundError(
