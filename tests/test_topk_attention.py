@@ -12,11 +12,11 @@ def _gqa(x: torch.Tensor, g: int) -> torch.Tensor:
     return x.repeat_interleave(g, dim=1)
 
 
-@pytest.fixture(params=["csr", "gather"])
+@pytest.fixture(params=["kernels", "gather"])
 def path(request, monkeypatch):
-    """Run a test on both backward implementations (CPU sparse kernels and gathers)."""
+    """Run a test on both backward implementations (CPU numba kernels and gathers)."""
     if request.param == "gather":
-        monkeypatch.setattr(ta, "_use_csr", lambda t: False)
+        monkeypatch.setattr(ta, "_use_kernels", lambda t: False)
     return request.param
 
 
@@ -28,7 +28,6 @@ def _qkv(B=2, Hq=4, Hk=2, Tq=23, Tk=23, D=8, dtype=torch.float64, seed=0):
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_equals_sdpa_when_topk_covers_all_keys(path, causal, monkeypatch):
-    monkeypatch.setattr(ta, "SPARSE_ENTRIES", 600)  # several sparse steps over the 4 kv groups
     q, k, v = _qkv()
     out = topk_attention(q, k, v, topk=64, chunk_size=5, causal=causal)
     ref = F.scaled_dot_product_attention(q, _gqa(k, 2), _gqa(v, 2), is_causal=causal)
@@ -54,7 +53,6 @@ def test_long_rows_use_exact_selection(path, monkeypatch):
     """Rows long enough for the block and threshold selectors still give the exact top-k;
     the gather backward runs in several steps."""
     monkeypatch.setattr(ta, "GATHER_ELEMENTS", 3000)
-    monkeypatch.setattr(ta, "SPARSE_ENTRIES", 3000)
     q, k, v = _qkv(B=1, Hq=2, Hk=1, Tq=40, Tk=1100, D=8)
     out = topk_attention(q, k, v, topk=16, chunk_size=16, causal=True)
     ref = topk_attention_reference(q, k, v, 16, causal=True)

@@ -3,20 +3,18 @@
 Gupta et al., "Memory-efficient Transformers via Top-k Attention" (2021). This
 implementation processes queries in chunks, so the dense score buffer is at
 most (rows of one chunk) x (keys); a custom autograd function saves only the
-selected key indices and their softmax weights (O(N k) memory), and its
-backward touches only the selected keys and values (O(N k d) work):
+selected key indices (plus one log-sum-exp per query), O(N k) memory, and its
+backward touches only the selected keys and values, O(N k d) work:
 
-* CPU, float32/float64: the selection of all heads is one block-diagonal
-  sparse CSR matrix and the products are sparse-dense kernels (``P @ V``,
-  ``dS @ K``, ``dS^T @ Q``, ``P^T @ dO``) plus a sampled dense-dense product for
-  ``dP`` at the selected positions; the transpose's pattern comes from one
-  stable sort of the selected column indices.
-* everywhere else (CUDA, bfloat16): the selected rows of K and V are gathered
-  per chunk and multiplied with ``bmm``; the key/value gradients are
-  scattered back with ``index_add_``.
+* CPU, float32/float64: the scores of a chunk come from one BLAS ``bmm``; the
+  numba kernels of :mod:`lmscope.topk_kernels` select, normalise and sum the
+  values per row in one pass, and compute the backward from the kept entries
+  (the softmax weights are recomputed from q.k and the log-sum-exp).
+* everywhere else (CUDA, bfloat16): :func:`select_topk` picks the keys of a
+  chunk, the selected rows of K and V are gathered and multiplied with
+  ``bmm``; the key/value gradients are scattered back with ``index_add_``.
 
-Selection is exact (ties aside) and avoids running ``torch.topk`` over whole
-long rows (:func:`select_topk`).
+Selection is exact (ties aside).
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -152,10 +151,13 @@ def _check_inputs(q, k, v, topk, chunk_size, mask, scale) -> None:
 
 
 # --------------------------------------------------------------------------- forward pieces
-def _chunk_scores(qg: Tensor, kg: Tensor, q0: int, q1: int, cfg: dict, mask5: Tensor | None, buf: Tensor) -> Tensor:
+def _chunk_scores(
+    qg: Tensor, kg: Tensor, q0: int, q1: int, cfg: dict, mask5: Tensor | None, buf: Tensor, causal_fill: bool = True
+) -> Tensor:
     """Masked, scaled scores of queries [q0, q1): (G, g, C, L) with L the keys this chunk can see.
 
     qg (G, g, Tq, D), kg (G, Tk, D); mask5 broadcastable to (B, Hkv, g, Tq, Tk).
+    ``causal_fill=False`` leaves the causal mask inside the chunk to the caller.
     """
     G, g, Tq, D = qg.shape
     Tk = kg.shape[1]
@@ -174,7 +176,7 @@ def _chunk_scores(qg: Tensor, kg: Tensor, q0: int, q1: int, cfg: dict, mask5: Te
         else:
             s5.add_(m.to(s.dtype))
     first = q0 + Tk - Tq + 1  # first key that some query of the chunk must not see
-    if cfg["causal"] and first < width:  # query t (absolute) sees keys <= t + (Tk - Tq)
+    if cfg["causal"] and causal_fill and first < width:  # query t (absolute) sees keys <= t + (Tk - Tq)
         qpos = torch.arange(q0, q1, device=s.device) + (Tk - Tq)
         kpos = torch.arange(max(first, 0), width, device=s.device)
         s.view(G, g, C, width)[..., max(first, 0) :].masked_fill_(kpos.view(1, 1, 1, -1) > qpos.view(1, 1, -1, 1), float("-inf"))
@@ -191,58 +193,31 @@ def _softmax_kept(values: Tensor) -> Tensor:
     return e / e.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)
 
 
-def _use_csr(t: Tensor) -> bool:
+def _index_dtype(n_keys: int) -> torch.dtype:
+    """Smallest signed integer type for key indices and the -1 of an empty slot."""
+    return torch.int16 if n_keys < 2**15 else torch.int32 if n_keys < 2**31 else torch.int64
+
+
+def _use_kernels(t: Tensor) -> bool:
+    """Whether the numba CPU kernels handle this tensor (CPU, float32/float64)."""
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
-def _csr(idx_g: Tensor, values: Tensor, n_cols: int) -> Tensor:
-    """2-D CSR (rows, n_cols) from idx_g (rows, k) column indices and their values."""
-    rows, k = idx_g.shape
-    crow = torch.arange(0, rows * k + 1, k, dtype=idx_g.dtype, device=idx_g.device)
-    return _sparse_csr(crow, idx_g.reshape(-1), values.reshape(-1), (rows, n_cols))
+def _kernels():
+    """:mod:`lmscope.topk_kernels`, imported on first use (numba compiles or loads its cache), with
+    numba using as many threads as torch."""
+    import numba
+
+    from lmscope import topk_kernels
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    return topk_kernels
 
 
-def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():  # "CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
-
-
-#: Selected entries handled by one sparse step on CPU (bounds the backward's temporaries).
-SPARSE_ENTRIES = 1 << 20
-
-
-def _group_batches(n_groups: int, entries_per_group: int) -> list[tuple[int, int]]:
-    """Consecutive [h0, h1) ranges of groups with about :data:`SPARSE_ENTRIES` entries each."""
-    step = max(1, SPARSE_ENTRIES // max(1, entries_per_group))
-    return [(h, min(n_groups, h + step)) for h in range(0, n_groups, step)]
-
-
-def _flat_cols(idx: Tensor, n_keys: int) -> Tensor:
-    """idx (G, ..., k) key indices per group -> (rows, k) column indices into the stacked (G*n_keys) keys."""
-    G, k = idx.shape[0], idx.shape[-1]
-    dtype = torch.int32 if G * n_keys < 2**31 else torch.int64
-    off = (torch.arange(G, device=idx.device, dtype=dtype) * n_keys).view(G, *([1] * (idx.dim() - 1)))
-    return (idx.to(dtype) + off).view(-1, k)
-
-
-def _transpose_pattern(cols: Tensor, n_groups: int, n_cols: int) -> tuple[Tensor, Tensor, Tensor]:
-    """CSR pattern of the transpose of a block-diagonal selection.
-
-    cols (rows, k): column indices into n_cols = n_groups * keys; the rows of
-    group h only use the columns of group h. Returns (crow (n_cols+1,), row
-    index of each entry of the transpose, permutation of the entries); one
-    stable sort per group (row-wise sorts are much faster than one long sort).
-    """
-    rows, k = cols.shape
-    per_group = cols.view(n_groups, (rows // n_groups) * k)
-    sorted_cols, perm = torch.sort(per_group, dim=-1, stable=True)
-    perm = (perm + torch.arange(n_groups, device=cols.device).view(-1, 1) * per_group.shape[1]).view(-1)
-    counts = torch.bincount(sorted_cols.view(-1), minlength=n_cols)
-    crow = torch.zeros(n_cols + 1, dtype=cols.dtype, device=cols.device)
-    torch.cumsum(counts, 0, out=crow[1:])
-    row_of = torch.div(perm, k, rounding_mode="floor").to(cols.dtype)
-    return crow, row_of, perm
+def _np(t: Tensor) -> np.ndarray:
+    """A numpy view of a contiguous CPU tensor: no copy, so kernels write into the tensor itself."""
+    assert t.is_contiguous(), "kernel arguments must be contiguous"
+    return t.detach().numpy()
 
 
 def _mask5(mask: Tensor | None, n_kv: int, g: int) -> Tensor | None:
@@ -265,17 +240,28 @@ class _TopkAttention(torch.autograd.Function):
         qg, kg, vg = q.reshape(G, g, Tq, D), k.reshape(G, Tk, D), v.reshape(G, Tk, D)
         mask5 = _mask5(mask, Hk, g)
         k_eff, C = cfg["k_eff"], cfg["chunk"]
-        idx = torch.empty(G, g, Tq, k_eff, dtype=torch.int32 if Tk < 2**31 else torch.int64, device=q.device)
-        weights = torch.empty(G, g, Tq, k_eff, dtype=q.dtype, device=q.device)
+        kernels = _use_kernels(q)
+        idx = torch.empty(G, g, Tq, k_eff, dtype=_index_dtype(Tk), device=q.device)
         out = torch.empty(G, g, Tq, D, dtype=q.dtype, device=q.device)
         buf = torch.empty(G * g * C * Tk, dtype=q.dtype, device=q.device)
-        csr = _use_csr(q)
+        if kernels:  # weights are recomputed in backward unless an additive mask changed the scores
+            kern = _kernels()
+            lse = torch.empty(G * g, Tq, dtype=q.dtype)
+            float_mask = mask is not None and mask.dtype != torch.bool
+            weights = torch.empty(G * g, Tq, k_eff if float_mask else 0, dtype=q.dtype)
+            shift = Tk - Tq + 1  # causal: query t reads keys < t + shift
+            idx_n, out_n, lse_n, w_n, v_n = (_np(t.view(G * g, Tq, -1) if t.dim() == 4 else t) for t in (idx, out, lse, weights, vg))
+        else:
+            weights = torch.empty(G, g, Tq, k_eff, dtype=q.dtype, device=q.device)
         for q0 in range(0, Tq, C):
             q1 = min(Tq, q0 + C)
             n = q1 - q0
-            s = _chunk_scores(qg, kg, q0, q1, cfg, mask5, buf)  # (G, g, n, L)
+            s = _chunk_scores(qg, kg, q0, q1, cfg, mask5, buf, causal_fill=not kernels)  # (G, g, n, L)
             L = s.shape[-1]
             rows = s.reshape(G * g * n, L)
+            if kernels:
+                kern.forward_rows(_np(rows), q0, shift, cfg["causal"], v_n, g, idx_n, lse_n, out_n, w_n)
+                continue
             if k_eff >= L:
                 vals, sel = rows, torch.arange(L, device=q.device).expand(G * g * n, L)
             else:
@@ -283,77 +269,56 @@ class _TopkAttention(torch.autograd.Function):
             w = _softmax_kept(vals).to(q.dtype).view(G, g, n, k_eff)
             idx[:, :, q0:q1] = sel.view(G, g, n, k_eff)
             weights[:, :, q0:q1] = w
-            if not csr:  # out = sum_j w_j v_j over the gathered values
-                v_sel = _gather_rows(vg, sel.reshape(G, g * n * k_eff))
-                out[:, :, q0:q1] = torch.bmm(w.reshape(G * g * n, 1, k_eff), v_sel.view(G * g * n, k_eff, D)).view(
-                    G, g, n, D
-                )
+            v_sel = _gather_rows(vg, sel.reshape(G, g * n * k_eff))  # out = sum_j w_j v_j
+            out[:, :, q0:q1] = torch.bmm(w.reshape(G * g * n, 1, k_eff), v_sel.view(G * g * n, k_eff, D)).view(G, g, n, D)
         del buf
-        if csr:  # groups in batches, each batch one block-diagonal sparse matrix
-            for h0, h1 in _group_batches(G, g * Tq * k_eff):
-                cols = _flat_cols(idx[h0:h1], Tk)
-                P = _csr(cols, weights[h0:h1].reshape(-1, k_eff), (h1 - h0) * Tk)
-                out[h0:h1] = (P @ vg[h0:h1].reshape(-1, D)).view(h1 - h0, g, Tq, D)
-        ctx.save_for_backward(q, k, v, idx, weights, out)
+        ctx.save_for_backward(q, k, v, idx, weights, out, *((lse,) if kernels else ()))
         ctx.cfg = cfg
         return out.view(B, Hq, Tq, D)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, idx, weights, out = ctx.saved_tensors
+        q, k, v, idx, weights, out, *lse = ctx.saved_tensors
         scale = ctx.cfg["scale"]
         B, Hq, Tq, D = q.shape
         Hk, Tk = k.shape[1], k.shape[2]
         g, G = Hq // Hk, B * Hk
         k_eff = idx.shape[-1]
         R = g * Tq  # query rows per kv group
-        qg, kg, vg = q.reshape(G, R, D), k.reshape(G, Tk, D), v.reshape(G, Tk, D)
         do = grad_out.contiguous().reshape(G, R, D)
-        idx, p_all = idx.view(G, R, k_eff), weights.view(G, R, k_eff)
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         # dS = P * (dP - delta), delta_i = dO_i . O_i
         delta = (do.to(acc) * out.reshape(G, R, D).to(acc)).sum(-1, keepdim=True)  # (G, R, 1)
-        if _use_csr(q):  # groups in batches, each batch one block-diagonal sparse matrix
-            dq, dk, dv = torch.empty_like(qg), torch.empty_like(kg), torch.empty_like(vg)
-            for h0, h1 in _group_batches(G, R * k_eff):
-                n = h1 - h0
-                cols = _flat_cols(idx[h0:h1], Tk)  # (n*R, k)
-                n_cols = n * Tk
-                qf, kf, vf, dof = (t[h0:h1].reshape(-1, D) for t in (qg, kg, vg, do))
-                pattern = _csr(cols, torch.zeros(cols.numel(), dtype=q.dtype), n_cols)
-                dp = torch.sparse.sampled_addmm(pattern, dof, vf.t(), beta=0.0).values().view(n * R, k_eff)
-                del pattern
-                p = p_all[h0:h1].reshape(n * R, k_eff)
-                ds = p * (dp - delta[h0:h1].reshape(n * R, 1))
-                del dp
-                dq[h0:h1] = (_csr(cols, ds, n_cols) @ kf).mul_(scale).view(n, R, D)
-                crow_t, row_t, perm = _transpose_pattern(cols, n, n_cols)
-                del cols
-                dk_t = _sparse_csr(crow_t, row_t, ds.reshape(-1).index_select(0, perm), (n_cols, n * R))
-                dk[h0:h1] = (dk_t @ qf).mul_(scale).view(n, Tk, D)
-                del dk_t, ds
-                dv_t = _sparse_csr(crow_t, row_t, p.reshape(-1).index_select(0, perm), (n_cols, n * R))
-                dv[h0:h1] = (dv_t @ dof).view(n, Tk, D)
-        else:
-            dq, dk, dv = torch.empty_like(qg), torch.zeros_like(kg), torch.zeros_like(vg)
-            C = max(1, GATHER_ELEMENTS // max(1, G * k_eff * D))  # query rows per step
-            off = (torch.arange(G, device=q.device) * Tk).view(G, 1, 1)
-            kf, vf = kg.reshape(G * Tk, D), vg.reshape(G * Tk, D)
-            dkf, dvf = dk.view(G * Tk, D), dv.view(G * Tk, D)
-            for r0 in range(0, R, C):
-                r1 = min(R, r0 + C)
-                n = r1 - r0
-                flat = (idx[:, r0:r1].long() + off).reshape(-1)  # (G*n*k,)
-                k_sel = kf.index_select(0, flat).view(G * n, k_eff, D)
-                v_sel = vf.index_select(0, flat).view(G * n, k_eff, D)
-                q_c = qg[:, r0:r1].reshape(G * n, 1, D)
-                do_c = do[:, r0:r1].reshape(G * n, 1, D)
-                p = p_all[:, r0:r1].reshape(G * n, k_eff, 1)
-                dp = torch.bmm(v_sel, do_c.transpose(1, 2))  # (G*n, k, 1)
-                ds = (p.to(acc) * (dp.to(acc) - delta[:, r0:r1].reshape(G * n, 1, 1))).to(q.dtype)
-                dq[:, r0:r1] = (torch.bmm(ds.transpose(1, 2), k_sel) * scale).view(G, n, D)
-                dkf.index_add_(0, flat, (ds * q_c).view(-1, D), alpha=scale)
-                dvf.index_add_(0, flat, (p * do_c).view(-1, D))
+        if lse:  # CPU kernels
+            dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+            heads = G * g
+            scale_n = (np.float64 if q.dtype == torch.float64 else np.float32)(scale)  # keeps the kernel in q's dtype
+            qh, doh, idxh, wh = (_np(t.reshape(heads, Tq, -1)) for t in (q, do, idx, weights))
+            kh, vh, dkh, dvh = (_np(t.view(G, Tk, D)) for t in (k, v, dk, dv))
+            _kernels().backward(qh, kh, vh, doh, idxh, _np(lse[0]), _np(delta.view(heads, Tq)), wh, scale_n, g,
+                                _np(dq.view(heads, Tq, D)), dkh, dvh)
+            return dq, dk, dv, None, None
+        qg, kg, vg = q.reshape(G, R, D), k.reshape(G, Tk, D), v.reshape(G, Tk, D)
+        idx, p_all = idx.view(G, R, k_eff), weights.view(G, R, k_eff)
+        dq, dk, dv = torch.empty_like(qg), torch.zeros_like(kg), torch.zeros_like(vg)
+        C = max(1, GATHER_ELEMENTS // max(1, G * k_eff * D))  # query rows per step
+        off = (torch.arange(G, device=q.device) * Tk).view(G, 1, 1)
+        kf, vf = kg.reshape(G * Tk, D), vg.reshape(G * Tk, D)
+        dkf, dvf = dk.view(G * Tk, D), dv.view(G * Tk, D)
+        for r0 in range(0, R, C):
+            r1 = min(R, r0 + C)
+            n = r1 - r0
+            flat = (idx[:, r0:r1].long() + off).reshape(-1)  # (G*n*k,)
+            k_sel = kf.index_select(0, flat).view(G * n, k_eff, D)
+            v_sel = vf.index_select(0, flat).view(G * n, k_eff, D)
+            q_c = qg[:, r0:r1].reshape(G * n, 1, D)
+            do_c = do[:, r0:r1].reshape(G * n, 1, D)
+            p = p_all[:, r0:r1].reshape(G * n, k_eff, 1)
+            dp = torch.bmm(v_sel, do_c.transpose(1, 2))  # (G*n, k, 1)
+            ds = (p.to(acc) * (dp.to(acc) - delta[:, r0:r1].reshape(G * n, 1, 1))).to(q.dtype)
+            dq[:, r0:r1] = (torch.bmm(ds.transpose(1, 2), k_sel) * scale).view(G, n, D)
+            dkf.index_add_(0, flat, (ds * q_c).view(-1, D), alpha=scale)
+            dvf.index_add_(0, flat, (p * do_c).view(-1, D))
         return dq.view(B, Hq, Tq, D), dk.view(B, Hk, Tk, D), dv.view(B, Hk, Tk, D), None, None
 
 
