@@ -1,5 +1,6 @@
 """Top-k attention: kernel against references, masks, GQA, bad input, HF drop-in, FF top-k."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,6 +70,56 @@ def test_select_topk_is_exact(length):
     values, idx = select_topk(s, 128)
     torch.testing.assert_close(values.sort(-1).values, torch.topk(s, 128).values.sort(-1).values)
     assert torch.equal(torch.gather(s, 1, idx), values)
+
+
+def _hard_rows(n: int) -> dict[str, np.ndarray]:
+    """Rows that stress a threshold selector: ties, sorted runs, masked stretches, few finite entries."""
+    rng = np.random.default_rng(n)
+    rows = {
+        "random": rng.standard_normal(n),
+        "all equal": np.zeros(n),
+        "ascending": np.arange(n, dtype=float),  # every entry beats the running threshold
+        "descending": -np.arange(n, dtype=float),
+        "few levels": rng.integers(0, 3, n).astype(float),  # many ties at the k-th value
+        "one big block": np.where(np.arange(n) % 97 == 0, 5.0 + rng.random(n), rng.random(n)),
+    }
+    masked = rng.standard_normal(n)
+    masked[rng.random(n) < 0.9] = -np.inf
+    rows["mostly masked"] = masked
+    few = np.full(n, -np.inf)
+    few[rng.choice(n, 5, replace=False)] = rng.standard_normal(5)
+    rows["fewer finite than k"] = few
+    return rows
+
+
+@pytest.mark.parametrize("n", [40, 200, 513, 1000, 4099])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_row_selection_is_exact_and_ascending(n, dtype):
+    from lmscope import topk_kernels as kern
+
+    k = 64
+    vals, ids = np.empty(4 * k, dtype), np.empty(4 * k, np.int64)
+    block_max, blocks, work = np.empty(4 * k, dtype), np.empty(4 * k, np.int64), np.empty(4 * k, dtype)
+    for name, row in _hard_rows(n).items():
+        x = row.astype(dtype)
+        cnt = kern._select_row(x, n, k, vals, ids, block_max, blocks, work)
+        finite = np.isfinite(x)
+        assert cnt == min(k, int(finite.sum())), name
+        got, where = vals[:cnt], ids[:cnt]
+        assert np.all(np.diff(where) > 0), f"{name}: ids not ascending"
+        assert np.array_equal(x[where], got), name
+        want = np.sort(x[finite])[::-1][:cnt]
+        assert np.array_equal(np.sort(got)[::-1], want), f"{name}: not the top {k}"
+
+
+def test_kernel_forward_pads_and_handles_causal_rows():
+    """forward_rows: short causal rows keep all their keys, padded with -1; outputs match the reference."""
+    q, k, v = _qkv(B=1, Hq=2, Hk=1, Tq=300, Tk=300, D=8)
+    out = topk_attention(q, k, v, topk=20, chunk_size=64, causal=True)
+    torch.testing.assert_close(out, topk_attention_reference(q, k, v, 20, causal=True))
+    idx = out.grad_fn.saved_tensors[3]  # (G, g, Tq, k): query t < 19 has t + 1 keys
+    assert idx.dtype == torch.int16
+    assert (idx[0, 0, 5, :6] == torch.arange(6, dtype=torch.int16)).all() and (idx[0, 0, 5, 6:] == -1).all()
 
 
 def test_padding_mask_with_fewer_valid_keys_than_k(path):

@@ -237,12 +237,12 @@ TILE_BYTES = 1 << 20
 
 
 @nb.njit(parallel=True, cache=True, fastmath=FAST)
-def backward(q, k, v, do, idx, lse, delta, weights, scale, g, dq, dk, dv):
+def backward(q, k, v, out, do, idx, lse, weights, scale, g, dq, dk, dv):
     """Gradients of top-k attention from the kept keys only; dk and dv must be zero on entry.
 
     ``scale`` is a scalar of the inputs' dtype (np.float32 / np.float64).
     p = weights if ``weights`` has k columns, else exp(scale q.k - lse);
-    dS = p (dO.v - delta) with delta = dO.out; dq = scale sum dS k,
+    dS = p (dO.v - delta) with delta = dO.out (out: the forward's output); dq = scale sum dS k,
     dk += scale dS q, dv += p dO. Parallel over key/value groups (each owns its
     rows of dk and dv). Keys are visited in tiles of :data:`TILE_BYTES` of K,
     V, dK, dV rows: every query row handles its kept keys of one tile (its keys
@@ -257,8 +257,16 @@ def backward(q, k, v, do, idx, lse, delta, weights, scale, g, dq, dk, dv):
         kg, vg, dkg, dvg = k[grp], v[grp], dk[grp], dv[grp]
         cursor = np.zeros((g, Tq), np.int64)
         a = np.empty(D, q.dtype)
-        for h in range(grp * g, (grp + 1) * g):
+        delta = np.empty((g, Tq), q.dtype)
+        for hh in range(g):
+            h = grp * g + hh
             dq[h] = 0.0
+            for t in range(Tq):
+                dot, ot = do[h, t], out[h, t]
+                dl = dot[0] * ot[0]
+                for d in range(1, D):
+                    dl += dot[d] * ot[d]
+                delta[hh, t] = dl
         for k1 in range(tile, Tk + tile, tile):
             for hh in range(g):
                 h = grp * g + hh
@@ -266,7 +274,7 @@ def backward(q, k, v, do, idx, lse, delta, weights, scale, g, dq, dk, dv):
                     c = cursor[hh, t]
                     if c >= K or idx[h, t, c] < 0 or idx[h, t, c] >= k1:
                         continue
-                    qt, dot, lt, dt = q[h, t], do[h, t], lse[h, t], delta[h, t]
+                    qt, dot, lt, dt = q[h, t], do[h, t], lse[h, t], delta[hh, t]
                     a[:] = 0.0
                     while c < K:
                         key = idx[h, t, c]
