@@ -20,7 +20,7 @@ Selection is exact (ties aside).
 from __future__ import annotations
 
 import math
-import warnings
+import mmap
 
 import numpy as np
 import torch
@@ -43,8 +43,9 @@ def _budget(device: torch.device) -> int:
 def select_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Exact top-k along the last dim of ``scores`` (R, L), unsorted: (values, indices), each (R, k).
 
-    ``torch.topk`` costs 10-20 ns per entry on CPU while a max or compare pass
-    costs under 1 ns, so long rows are first reduced with cheap passes. Both
+    The selection of the torch path (CUDA, bfloat16; the CPU kernels select
+    on their own). ``torch.topk`` costs far more per entry than a max or
+    compare pass, so long rows are first reduced with cheap passes. Both
     reductions rest on one fact: split a row into blocks; if ``tau`` is the
     k-th largest block maximum, at least k entries are >= ``tau``, so every
     top-k entry is >= ``tau`` and lies in one of the k blocks whose maximum is
@@ -214,6 +215,15 @@ def _kernels():
     return topk_kernels
 
 
+def _scratch(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised buffer of n elements. On CPU an anonymous memory map, so it goes back to the OS
+    when freed (malloc may keep a freed block of tens of MiB resident for the rest of the process)."""
+    if device.type != "cpu":
+        return torch.empty(n, dtype=dtype, device=device)
+    size = n * torch.empty((), dtype=dtype).element_size()
+    return torch.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=dtype, count=n)
+
+
 def _np(t: Tensor) -> np.ndarray:
     """A numpy view of a contiguous CPU tensor: no copy, so kernels write into the tensor itself."""
     assert t.is_contiguous(), "kernel arguments must be contiguous"
@@ -243,7 +253,7 @@ class _TopkAttention(torch.autograd.Function):
         kernels = _use_kernels(q)
         idx = torch.empty(G, g, Tq, k_eff, dtype=_index_dtype(Tk), device=q.device)
         out = torch.empty(G, g, Tq, D, dtype=q.dtype, device=q.device)
-        buf = torch.empty(G * g * C * Tk, dtype=q.dtype, device=q.device)
+        buf = _scratch(G * g * C * Tk, q.dtype, q.device)
         if kernels:  # weights are recomputed in backward unless an additive mask changed the scores
             kern = _kernels()
             lse = torch.empty(G * g, Tq, dtype=q.dtype)
