@@ -260,8 +260,10 @@ class _TopkAttention(torch.autograd.Function):
             float_mask = mask is not None and mask.dtype != torch.bool
             weights = torch.empty(G * g, Tq, k_eff if float_mask else 0, dtype=q.dtype)
             shift = Tk - Tq + 1  # causal: query t reads keys < t + shift
-            idx_n, out_n, lse_n, w_n, v_n = (_np(t.view(G * g, Tq, -1) if t.dim() == 4 else t) for t in (idx, out, lse, weights, vg))
+            idx_n, out_n = _np(idx.view(G * g, Tq, k_eff)), _np(out.view(G * g, Tq, D))
+            lse_n, w_n, v_n = _np(lse), _np(weights), _np(vg)
         else:
+            lse = torch.empty(0, device=q.device)
             weights = torch.empty(G, g, Tq, k_eff, dtype=q.dtype, device=q.device)
         for q0 in range(0, Tq, C):
             q1 = min(Tq, q0 + C)
@@ -280,15 +282,16 @@ class _TopkAttention(torch.autograd.Function):
             idx[:, :, q0:q1] = sel.view(G, g, n, k_eff)
             weights[:, :, q0:q1] = w
             v_sel = _gather_rows(vg, sel.reshape(G, g * n * k_eff))  # out = sum_j w_j v_j
-            out[:, :, q0:q1] = torch.bmm(w.reshape(G * g * n, 1, k_eff), v_sel.view(G * g * n, k_eff, D)).view(G, g, n, D)
+            w_v = torch.bmm(w.reshape(G * g * n, 1, k_eff), v_sel.view(G * g * n, k_eff, D))
+            out[:, :, q0:q1] = w_v.view(G, g, n, D)
         del buf
-        ctx.save_for_backward(q, k, v, idx, weights, out, *((lse,) if kernels else ()))
-        ctx.cfg = cfg
+        ctx.save_for_backward(q, k, v, idx, weights, out, lse)
+        ctx.cfg, ctx.kernels = cfg, kernels
         return out.view(B, Hq, Tq, D)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, idx, weights, out, *lse = ctx.saved_tensors
+        q, k, v, idx, weights, out, lse = ctx.saved_tensors
         scale = ctx.cfg["scale"]
         B, Hq, Tq, D = q.shape
         Hk, Tk = k.shape[1], k.shape[2]
@@ -296,13 +299,12 @@ class _TopkAttention(torch.autograd.Function):
         k_eff = idx.shape[-1]
         R = g * Tq  # query rows per kv group
         do = grad_out.contiguous().reshape(G, R, D)
-        if lse:  # CPU kernels; delta = dO . O is formed inside
+        if ctx.kernels:  # CPU kernels; delta = dO . O is formed inside
             dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-            heads = G * g
             scale_n = (np.float64 if q.dtype == torch.float64 else np.float32)(scale)  # keeps the kernel in q's dtype
-            qh, oh, doh, idxh, wh = (_np(t.reshape(heads, Tq, -1)) for t in (q, out, do, idx, weights))
+            qh, oh, doh, idxh, wh, dqh = (_np(t.reshape(G * g, Tq, -1)) for t in (q, out, do, idx, weights, dq))
             kh, vh, dkh, dvh = (_np(t.view(G, Tk, D)) for t in (k, v, dk, dv))
-            _kernels().backward(qh, kh, vh, oh, doh, idxh, _np(lse[0]), wh, scale_n, g, _np(dq.view(heads, Tq, D)), dkh, dvh)
+            _kernels().backward(qh, kh, vh, oh, doh, idxh, _np(lse), wh, scale_n, g, dqh, dkh, dvh)
             return dq, dk, dv, None, None
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         # dS = P * (dP - delta), delta_i = dO_i . O_i

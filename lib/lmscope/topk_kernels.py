@@ -11,8 +11,9 @@ Selection (:func:`_select_row`) takes the maxima of up to 4k blocks of a row
 of them reach, so at least k scores reach it; it collects the scores above it
 from the blocks that can hold any, in ascending key order, and keeps the k
 largest in that order (a branch-free quickselect finds the k-th). Ascending
-keys make the reads of V, K and the writes of dK, dV of a row more local. Scores equal to -inf (masked) are never kept; a
-row with fewer than k finite scores pads with index -1.
+keys make the reads of V, K and the writes of dK, dV of a row more local.
+Scores equal to -inf (masked) are never kept; a row with fewer than k finite
+scores pads with index -1.
 
 Conventions: a head-row ``h`` indexes (batch, query head) pairs, ``h // g`` is
 its key/value group; ``q``/``out`` are (heads, Tq, D), ``k``/``v`` (groups, Tk, D).
@@ -242,8 +243,8 @@ def backward(q, k, v, out, do, idx, lse, weights, scale, g, dq, dk, dv):
 
     ``scale`` is a scalar of the inputs' dtype (np.float32 / np.float64).
     p = weights if ``weights`` has k columns, else exp(scale q.k - lse);
-    dS = p (dO.v - delta) with delta = dO.out (out: the forward's output); dq = scale sum dS k,
-    dk += scale dS q, dv += p dO. Parallel over key/value groups (each owns its
+    dS = p (dO.v - delta) with delta = dO.out (out: the forward's output);
+    dq = scale sum dS k, dk += scale dS q, dv += p dO. Parallel over key/value groups (each owns its
     rows of dk and dv). Keys are visited in tiles of :data:`TILE_BYTES` of K,
     V, dK, dV rows: every query row handles its kept keys of one tile (its keys
     are ascending, so a cursor per row walks through them) before the next
