@@ -253,6 +253,31 @@ def test_hf_switch_restores_on_error():
             pass
 
 
+def test_score_hooks_and_topk_attention_refuse_to_mix():
+    """attn_scores hooks run dense eager attention: combining them with top-k would silently undo it."""
+    model = make_tiny_model("llama")
+    view = ModelView(model)
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with use_topk_attention(model, topk=2):
+        with pytest.raises(ValueError, match="top-k attention is active"):
+            with view.capture(["blocks.0.attn_scores"]):
+                model(ids)
+        assert model.config._attn_implementation == "lmscope_topk"
+    from lmscope.hooks import _SCORE_EDITS
+
+    assert not _SCORE_EDITS  # the refused hook left nothing behind
+    with view.capture(["blocks.0.attn_scores"]):
+        with pytest.raises(ValueError, match="attn_scores hooks are active"):
+            with use_topk_attention(model, topk=2):
+                pass
+        model(ids)
+    with view.capture(["blocks.0.attn_scores"]) as cache:  # both work again, one after the other
+        model(ids)
+    with use_topk_attention(model, topk=2):
+        model(ids)
+    assert cache["blocks.0.attn_scores"].shape[-1] == 4
+
+
 def test_hf_generation_with_cache_matches_eager():
     model = make_tiny_model("llama")
     ids = torch.randint(3, 97, (1, 8), generator=torch.Generator().manual_seed(1))

@@ -255,9 +255,9 @@ class HookPoints:
     @contextmanager
     def _score_hook(self, layer: int, edit: Edit) -> Iterator[None]:
         attn = self._module(layer, self.view.family.attn)
+        self._use_scored_attention(+1)  # first: it may refuse
         edits = _SCORE_EDITS.setdefault(id(attn), [])
         edits.append(edit)
-        self._use_scored_attention(+1)
         try:
             yield
         finally:
@@ -273,6 +273,12 @@ class HookPoints:
         """
         model = self.view.model
         users = getattr(model, "_lmscope_score_users", 0)
+        if delta > 0 and getattr(model, "_lmscope_topk_active", False):
+            raise ValueError(
+                "attn_scores hooks need the model's scored eager attention, but top-k attention is active "
+                "(use_topk_attention); read or edit the scores outside that block, e.g. keep the top k with "
+                "an attn_scores overwrite (lmscope.topk_study.keep_topk_scores)"
+            )
         if delta > 0 and users == 0:
             model._lmscope_saved_attn = model.config._attn_implementation
             model.set_attn_implementation(ATTN_IMPLEMENTATION)

@@ -84,6 +84,11 @@ def use_topk_attention(model: nn.Module, topk: int, chunk_size: int | None = Non
         raise ValueError(f"topk must be a positive int, got {topk!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if getattr(model, "_lmscope_score_users", 0):
+        raise ValueError(
+            "top-k attention cannot start while attn_scores hooks are active (they run the model's scored eager "
+            "attention); leave the capture/overwrite block first"
+        )
     register()
     previous = model.config._attn_implementation
     modules = _attention_modules(model)
@@ -96,8 +101,10 @@ def use_topk_attention(model: nn.Module, topk: int, chunk_size: int | None = Non
         model.set_attn_implementation(ATTN_NAME)
         if model.config._attn_implementation != ATTN_NAME:
             raise RuntimeError(f"{type(model).__name__} did not accept attention implementation '{ATTN_NAME}'")
+        model._lmscope_topk_active = True  # attn_scores hooks refuse to start meanwhile (lmscope.hooks)
         yield model
     finally:
+        model._lmscope_topk_active = False
         if model.config._attn_implementation != previous:
             model.set_attn_implementation(previous)
         for m, s in zip(modules, saved):
