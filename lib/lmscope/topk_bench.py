@@ -3,7 +3,7 @@
 Shape (issue 5): batch 1, 12 heads, d_head 64, k = 128, causal; time and peak
 memory per method, SDPA measured in the same run.
 
-    python benchmarks/topk_attention.py                     # CPU, 1K..16K, fp32
+    python benchmarks/topk_attention.py                     # CPU, 1K..32K, fp32 (~6 min)
     python benchmarks/topk_attention.py --device cuda --out $OUT/topk_gpu.json
 
 (``benchmarks/topk_attention.py`` runs :func:`main` of this module.)
@@ -247,7 +247,7 @@ def main(argv=None) -> dict:
         rows = bench_cuda(args)
         device = torch.cuda.get_device_name(0)
     else:
-        args.lengths = args.lengths or [1024, 2048, 4096, 8192, 16384]
+        args.lengths = args.lengths or [1024, 2048, 4096, 8192, 16384, 32768]
         args.reps = args.reps or 2
         rows = bench_cpu(args)
         device = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
