@@ -274,6 +274,11 @@ def test_score_hooks_and_topk_attention_refuse_to_mix():
     with view.capture(["blocks.0.attn_scores"]) as cache:  # both work again, one after the other
         model(ids)
     with use_topk_attention(model, topk=2):
+        with use_topk_attention(model, topk=3):  # nested: leaving the inner block keeps the outer one active
+            pass
+        with pytest.raises(ValueError, match="top-k attention is active"):
+            with view.capture(["blocks.0.attn_scores"]):
+                pass
         model(ids)
     assert cache["blocks.0.attn_scores"].shape[-1] == 4
 

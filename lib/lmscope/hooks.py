@@ -273,7 +273,9 @@ class HookPoints:
         """
         model = self.view.model
         users = getattr(model, "_lmscope_score_users", 0)
-        if delta > 0 and getattr(model, "_lmscope_topk_active", False):
+        from lmscope.topk_patch import ATTN_NAME as TOPK_ATTENTION
+
+        if delta > 0 and model.config._attn_implementation == TOPK_ATTENTION:
             raise ValueError(
                 "attn_scores hooks need the model's scored eager attention, but top-k attention is active "
                 "(use_topk_attention); read or edit the scores outside that block, e.g. keep the top k with "

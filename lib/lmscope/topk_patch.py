@@ -101,10 +101,8 @@ def use_topk_attention(model: nn.Module, topk: int, chunk_size: int | None = Non
         model.set_attn_implementation(ATTN_NAME)
         if model.config._attn_implementation != ATTN_NAME:
             raise RuntimeError(f"{type(model).__name__} did not accept attention implementation '{ATTN_NAME}'")
-        model._lmscope_topk_active = True  # attn_scores hooks refuse to start meanwhile (lmscope.hooks)
-        yield model
+        yield model  # meanwhile attn_scores hooks refuse to start (lmscope.hooks)
     finally:
-        model._lmscope_topk_active = False
         if model.config._attn_implementation != previous:
             model.set_attn_implementation(previous)
         for m, s in zip(modules, saved):
