@@ -84,6 +84,15 @@ def _keep_top(vals, ids, n, k, work):
     return kth
 
 
+@nb.njit(cache=True, fastmath=FAST, inline="always")
+def _dot(a, b):
+    """a . b over their length, accumulated in their dtype."""
+    s = a[0] * b[0]
+    for d in range(1, a.shape[0]):
+        s += a[d] * b[d]
+    return s
+
+
 @nb.njit(cache=True, fastmath=FAST)
 def _block_max(x, n, m, out):
     """out[i] = max of the strided block i of x[:n]: entries i, i + m, i + 2m, ... (one vectorised pass)."""
@@ -263,11 +272,7 @@ def backward(q, k, v, out, do, idx, lse, weights, scale, g, dq, dk, dv):
             h = grp * g + hh
             dq[h] = 0.0
             for t in range(Tq):
-                dot, ot = do[h, t], out[h, t]
-                dl = dot[0] * ot[0]
-                for d in range(1, D):
-                    dl += dot[d] * ot[d]
-                delta[hh, t] = dl
+                delta[hh, t] = _dot(do[h, t], out[h, t])
         for k1 in range(tile, Tk + tile, tile):
             for hh in range(g):
                 h = grp * g + hh
@@ -285,14 +290,8 @@ def backward(q, k, v, out, do, idx, lse, weights, scale, g, dq, dk, dv):
                         if saved_w:
                             p = weights[h, t, c]
                         else:
-                            s = qt[0] * krow[0]  # typed like the inputs
-                            for d in range(1, D):
-                                s += qt[d] * krow[d]
-                            p = math.exp(s * scale - lt)
-                        dp = dot[0] * vrow[0]
-                        for d in range(1, D):
-                            dp += dot[d] * vrow[d]
-                        ds = p * (dp - dt)
+                            p = math.exp(_dot(qt, krow) * scale - lt)
+                        ds = p * (_dot(dot, vrow) - dt)
                         dks = ds * scale
                         dkrow, dvrow = dkg[key], dvg[key]
                         for d in range(D):  # three loops: each vectorises on its own
