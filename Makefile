@@ -37,7 +37,7 @@ $(CHROMIUM):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium
 
 book: setup
-	$(PY) -m lmscope.book --model $(MODEL) --profile $(PROFILE) $(PARAMS)
+	$(PY) book/build.py --model $(MODEL) --profile $(PROFILE) $(PARAMS)
 
 test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from lmscope import ModelView, load_model
-from lmscope.debugger import LMDebugger
-from lmscope.projection_index import ProjectionIndex
-from lmscope.value_search import ValueSearch, cluster_values
+from lmscope.debugger.engine import LMDebugger
+from lmscope.embedding.index import ProjectionIndex
+from lmscope.debugger.search import ValueSearch, cluster_values
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT_20 = "The history of the old city is long and full of surprises, and the people who live there today"

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from lmscope import ModelView, load_model
-from lmscope.icl_tasks import BUILTIN_TASKS, PromptBuilder, get_task
-from lmscope.icl_vs_gd import PROFILES, run_study, sweep_lr
-from lmscope.layer_causal import layer_losses, trainable_parameters
+from lmscope.icl.tasks import BUILTIN_TASKS, PromptBuilder, get_task
+from lmscope.icl.study import PROFILES, run_study, sweep_lr
+from lmscope.icl.layer_causal import layer_losses, trainable_parameters
 
 RESULTS = Path(__file__).parent / "results"
 

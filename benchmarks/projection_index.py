@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lmscope import ModelView, load_model
-from lmscope.projection_index import ProjectionIndex, unit_vectors, weights_fingerprint
+from lmscope.embedding.index import ProjectionIndex, unit_vectors, weights_fingerprint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

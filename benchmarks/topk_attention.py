@@ -1,4 +1,4 @@
-"""Top-k attention vs SDPA vs naive: one causal layer, fwd+bwd (see lmscope.topk_bench).
+"""Top-k attention vs SDPA vs naive: one causal layer, fwd+bwd (see lmscope.topk.bench).
 
     python benchmarks/topk_attention.py                                  # CPU, 1K..16K
     python benchmarks/topk_attention.py --device cuda --out $OUT/topk_gpu.json
@@ -20,7 +20,7 @@ except ImportError:
     pkg.__path__ = [str(LIB / "lmscope")]
     sys.modules["lmscope"] = pkg
 
-from lmscope.topk_bench import main  # noqa: E402
+from lmscope.topk.bench import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

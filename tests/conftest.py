@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import transformers as tf
 
 from lmscope import ModelView, load_model
 
+ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 97
 D_MODEL = 32
 
@@ -63,7 +68,20 @@ def smollm():
     return load_model("smollm2-135m")
 
 
-# ---- quick book build (owner: build/book pipeline) -----------------------------------------
+# ---- quick book build --------------------------------------------------------------------------
+
+
+def _book_builder():
+    """``book/build.py``, the builder behind ``make book`` (tooling, not part of the library)."""
+    spec = importlib.util.spec_from_file_location("lmscope_book_build", ROOT / "book" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+book = _book_builder()
+
 # One quick-profile build of the whole book per test session, shared by test_book.py and
 # test_browser.py. LMSCOPE_QUICK_BOOK=DIR reuses (or creates once) a build in DIR instead.
 
@@ -75,7 +93,7 @@ def quick_book(tmp_path_factory):
     from pathlib import Path
     from types import SimpleNamespace
 
-    from lmscope import DEFAULT_MODEL, book
+    from lmscope import DEFAULT_MODEL
 
     reuse = os.environ.get("LMSCOPE_QUICK_BOOK")
     root = Path(reuse) if reuse else tmp_path_factory.mktemp("quick_book")

@@ -1,0 +1,297 @@
+"""The architecture families: where each supported Hugging Face architecture keeps each canonical piece.
+
+This module is the only place in lmscope that knows module paths, config field names and per-family
+conventions. A new architecture is one new :class:`Family` in :data:`FAMILIES` (keyed by
+``config.model_type``); every study reads models through :class:`lmscope.core.view.ModelView`,
+which reads this table.
+
+Paths are ``get_submodule`` paths: ``layers``, ``embed``, ``final_norm`` and ``unembed`` from the
+model root, the others from one block. Weights are read in ``nn.Linear`` orientation
+(out_features, in_features); GPT-2's ``Conv1D`` stores the transpose, and :func:`linear_weight`
+is the one function that knows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+#: What one block exposes to finetuning: (parameter path inside the block, parameter, 0/1 mask or None).
+Trainable = tuple[str, nn.Parameter, "Tensor | None"]
+TRAINABLE_WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "mlp")
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """GPT-2's ``Conv1D`` keeps its weight as (in_features, out_features)."""
+    return type(module).__name__ == "Conv1D"
+
+
+def linear_weight(module: nn.Module) -> Tensor:
+    """The weight of a linear projection as (out_features, in_features)."""
+    return module.weight.T if is_conv1d(module) else module.weight
+
+
+def _own_parameters(block: nn.Module, path: str) -> list[Trainable]:
+    module = block.get_submodule(path)
+    return [(f"{path}.{name}", p, None) for name, p in module.named_parameters(recurse=False)]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and properties of a model, in canonical names."""
+
+    family: str
+    model_type: str
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    d_ff: int
+    d_vocab: int
+    gated: bool
+    parallel_residual: bool
+    post_norm: bool
+    causal: bool  # a causal LM (False: a masked LM such as BERT)
+    n_ctx: int | None  # the longest input the config allows (None if it does not say)
+
+
+# -- where W_Q, W_K, W_V live ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeparateQKV:
+    """W_Q, W_K and W_V in three linear modules."""
+
+    q: str
+    k: str
+    v: str
+
+    def read(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor | None, ...]:
+        """``(W_Q, W_K, W_V, b_Q, b_K, b_V)``: weights (n*d_head, d_model), biases (n*d_head,) or None."""
+        modules = [block.get_submodule(p) for p in (self.q, self.k, self.v)]
+        return (*[linear_weight(m) for m in modules], *[m.bias for m in modules])
+
+    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[Trainable]:
+        return _own_parameters(block, {"W_Q": self.q, "W_K": self.k, "W_V": self.v}[which])
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.q, self.k, self.v)
+
+
+@dataclass(frozen=True)
+class FusedQKV:
+    """W_Q, W_K and W_V as row blocks of one linear module.
+
+    ``layout="stacked"``: rows ``[q | k | v]`` (GPT-2's ``c_attn``); ``"per_head"``: for each head
+    the rows ``[q_h, k_h, v_h]`` (GPT-NeoX's ``query_key_value``, as many kv heads as query heads).
+    """
+
+    path: str
+    layout: str
+
+    def rows(self, cfg: ModelConfig, which: str) -> Tensor:
+        """Output rows of the fused weight that belong to ``which`` (``W_Q``, ``W_K`` or ``W_V``): (n*d_head,)."""
+        i = "QKV".index(which[-1])
+        dh = cfg.d_head
+        if self.layout == "per_head":
+            per_head = torch.arange(dh) + i * dh
+            return (torch.arange(cfg.n_heads)[:, None] * 3 * dh + per_head).reshape(-1)
+        sizes = [cfg.n_heads * dh, cfg.n_kv_heads * dh, cfg.n_kv_heads * dh]
+        start = sum(sizes[:i])
+        return torch.arange(start, start + sizes[i])
+
+    def read(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor | None, ...]:
+        module = block.get_submodule(self.path)
+        w, b = linear_weight(module), module.bias
+        if self.layout == "per_head":  # strided rows: views reshaped into copies
+            h, dh = cfg.n_heads, cfg.d_head
+            wv = w.reshape(h, 3, dh, cfg.d_model)
+            ws = [wv[:, i].reshape(h * dh, cfg.d_model) for i in range(3)]
+            bs = [None] * 3 if b is None else [b.reshape(h, 3, dh)[:, i].reshape(h * dh) for i in range(3)]
+            return (*ws, *bs)
+        spans = [self.rows(cfg, which) for which in ("W_Q", "W_K", "W_V")]
+        ws = [w[int(r[0]) : int(r[-1]) + 1] for r in spans]  # contiguous: views of the weight
+        bs = [None] * 3 if b is None else [b[int(r[0]) : int(r[-1]) + 1] for r in spans]
+        return (*ws, *bs)
+
+    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[Trainable]:
+        """The fused weight and bias, each with a 0/1 mask that keeps only the rows of ``which``."""
+        module = block.get_submodule(self.path)
+        rows = self.rows(cfg, which)
+        out = []
+        for name, param in module.named_parameters(recurse=False):
+            if name == "weight":
+                mask = torch.zeros_like(linear_weight(module))  # (out, in)
+                mask[rows] = 1
+                mask = mask.T if is_conv1d(module) else mask
+            else:
+                mask = torch.zeros_like(param)
+                mask[rows] = 1
+            out.append((f"{self.path}.{name}", param, mask))
+        return out
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,)
+
+
+# -- a family ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """Where one architecture keeps each canonical piece, and how it is built."""
+
+    name: str
+    layers: str  # ModuleList of blocks, from the root
+    embed: str  # input embedding, from the root
+    final_norm: str  # from the root; BERT: the MLM head transform
+    unembed: str  # from the root
+    attn: str  # the attention module (it calls the attention interface)
+    qkv: SeparateQKV | FusedQKV
+    attn_out_proj: str  # W_O: its input is z, its output attn_out
+    ff_in: str  # FF input projection ('up' for gated MLPs)
+    ff_gate: str | None  # gate projection of gated MLPs
+    ff_out: str  # FF output projection: its input is the coefficients m, its output mlp_out
+    attn_norm: str  # the attention sub-block's norm (pre-norm: its input; post-norm: after the add)
+    ff_norm: str  # the FF sub-block's norm
+    norm: str = "layer"  # "rms" (RMSNorm) or "layer" (LayerNorm)
+    post_norm: bool = False  # BERT-style: a norm after each residual add
+    resid_mid_module: str | None = None  # post-norm: the module whose output is resid_mid
+    causal: bool = True  # False: a masked LM
+
+    @property
+    def block_linears(self) -> tuple[str, ...]:
+        """Paths of every linear projection of a block: W_Q/W_K/W_V, W_O, the FF projections."""
+        ff = tuple(p for p in (self.ff_gate, self.ff_in, self.ff_out) if p is not None)
+        return (*self.qkv.paths, self.attn_out_proj, *ff)
+
+    @property
+    def rotatable(self) -> bool:
+        """Whether a rotation of the residual basis can be folded into the weights exactly.
+
+        True for RMSNorm pre-norm families with separate projections (an RMSNorm without gain
+        commutes with an orthogonal map; a LayerNorm's centering does not).
+        """
+        return self.norm == "rms" and not self.post_norm and isinstance(self.qkv, SeparateQKV)
+
+    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[Trainable]:
+        """The parameters of one block that finetuning ``which`` (see :data:`TRAINABLE_WEIGHTS`) trains."""
+        if which in ("W_Q", "W_K", "W_V"):
+            return self.qkv.trainable(block, cfg, which)
+        if which == "W_O":
+            return _own_parameters(block, self.attn_out_proj)
+        if which == "mlp":
+            return [t for p in (self.ff_gate, self.ff_in, self.ff_out) if p is not None
+                    for t in _own_parameters(block, p)]
+        raise ValueError(f"Unknown trainable weights '{which}': choose from {', '.join(TRAINABLE_WEIGHTS)}.")
+
+    def read_config(self, model: nn.Module) -> ModelConfig:
+        """The sizes of ``model`` from its config and weights."""
+        c = model.config
+        d_model = getattr(c, "hidden_size", None) or c.n_embd
+        n_heads = getattr(c, "num_attention_heads", None) or c.n_head
+        layers = model.get_submodule(self.layers)
+        n_ctx = next((n for n in (getattr(c, a, None) for a in ("max_position_embeddings", "n_positions", "n_ctx"))
+                      if isinstance(n, int) and n > 0), None)
+        return ModelConfig(
+            family=self.name,
+            model_type=c.model_type,
+            n_layers=len(layers),
+            d_model=d_model,
+            n_heads=n_heads,
+            n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+            d_head=getattr(c, "head_dim", None) or d_model // n_heads,
+            d_ff=linear_weight(layers[0].get_submodule(self.ff_out)).shape[1],
+            d_vocab=model.get_submodule(self.unembed).weight.shape[0],
+            gated=self.ff_gate is not None,
+            parallel_residual=bool(getattr(c, "use_parallel_residual", False)),
+            post_norm=self.post_norm,
+            causal=self.causal,
+            n_ctx=n_ctx,
+        )
+
+
+_LLAMA = Family(
+    name="llama",
+    layers="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    unembed="lm_head",
+    attn="self_attn",
+    qkv=SeparateQKV("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    attn_out_proj="self_attn.o_proj",
+    ff_in="mlp.up_proj",
+    ff_gate="mlp.gate_proj",
+    ff_out="mlp.down_proj",
+    attn_norm="input_layernorm",
+    ff_norm="post_attention_layernorm",
+    norm="rms",
+)
+
+#: config.model_type -> Family
+FAMILIES: dict[str, Family] = {
+    "gpt2": Family(
+        name="gpt2",
+        layers="transformer.h",
+        embed="transformer.wte",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+        attn="attn",
+        qkv=FusedQKV("attn.c_attn", "stacked"),
+        attn_out_proj="attn.c_proj",
+        ff_in="mlp.c_fc",
+        ff_gate=None,
+        ff_out="mlp.c_proj",
+        attn_norm="ln_1",
+        ff_norm="ln_2",
+    ),
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "qwen2": _LLAMA,
+    "gpt_neox": Family(
+        name="gpt_neox",
+        layers="gpt_neox.layers",
+        embed="gpt_neox.embed_in",
+        final_norm="gpt_neox.final_layer_norm",
+        unembed="lm_head",
+        attn="attention",
+        qkv=FusedQKV("attention.query_key_value", "per_head"),
+        attn_out_proj="attention.dense",
+        ff_in="mlp.dense_h_to_4h",
+        ff_gate=None,
+        ff_out="mlp.dense_4h_to_h",
+        attn_norm="input_layernorm",
+        ff_norm="post_attention_layernorm",
+    ),
+    "bert": Family(
+        name="bert",
+        layers="bert.encoder.layer",
+        embed="bert.embeddings.word_embeddings",
+        final_norm="cls.predictions.transform",
+        unembed="cls.predictions.decoder",
+        attn="attention.self",
+        qkv=SeparateQKV("attention.self.query", "attention.self.key", "attention.self.value"),
+        attn_out_proj="attention.output.dense",
+        ff_in="intermediate.dense",
+        ff_gate=None,
+        ff_out="output.dense",
+        attn_norm="attention.output.LayerNorm",
+        ff_norm="output.LayerNorm",
+        post_norm=True,
+        resid_mid_module="attention.output",
+        causal=False,
+    ),
+}
+
+SUPPORTED_MODEL_TYPES = frozenset(FAMILIES)
+
+
+def family_of(model_type: str | None) -> Family:
+    """The family of a ``config.model_type``; a ValueError listing the supported ones otherwise."""
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"Unsupported architecture '{model_type}'. Supported families: {', '.join(sorted(FAMILIES))}."
+        )
+    return FAMILIES[model_type]

@@ -1,0 +1,82 @@
+"""The attention implementations and the one guard that lets only one of them hold a model."""
+
+import pytest
+import torch
+from conftest import make_tiny_model
+
+from lmscope import ModelView
+from lmscope.core import attention
+from lmscope.core.attention import SCORED, TOPK, active_implementation, use_attention
+from lmscope.topk.dropin import use_topk_attention
+
+
+def test_score_hooks_and_topk_attention_refuse_to_mix():
+    """attn_scores hooks run dense eager attention: combining them with top-k would silently undo it."""
+    model = make_tiny_model("llama")
+    view = ModelView(model)
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with use_topk_attention(view, topk=2):
+        with pytest.raises(ValueError, match="top-k attention is active"):
+            with view.capture(["blocks.0.attn_scores"]):
+                model(ids)
+        assert model.config._attn_implementation == "lmscope_topk"
+    assert not attention._SCORE_EDITS  # the refused hook left nothing behind
+    with view.capture(["blocks.0.attn_scores"]):
+        with pytest.raises(ValueError, match="attn_scores hooks are active"):
+            with use_topk_attention(ModelView(model), topk=2):
+                pass
+        model(ids)
+    with view.capture(["blocks.0.attn_scores"]) as cache:  # both work again, one after the other
+        model(ids)
+    with use_topk_attention(ModelView(model), topk=2):
+        with use_topk_attention(ModelView(model), topk=3):  # nested: leaving the inner block keeps the outer one active
+            pass
+        with pytest.raises(ValueError, match="top-k attention is active"):
+            with view.capture(["blocks.0.attn_scores"]):
+                pass
+        model(ids)
+    assert cache["blocks.0.attn_scores"].shape[-1] == 4
+
+
+
+
+def test_guard_is_per_model_and_shared_by_views():
+    """Two views of one model share the hold; another model is free; the model's own implementation returns."""
+    model, other = make_tiny_model("llama"), make_tiny_model("llama", seed=1)
+    model.set_attn_implementation("sdpa")
+    a, b = ModelView(model), ModelView(model)
+    with a.capture(["blocks.0.attn_scores"]):
+        assert active_implementation(model) == SCORED and model.config._attn_implementation == SCORED
+        with pytest.raises(ValueError, match="attn_scores hooks are active"):
+            with use_topk_attention(b, topk=2):
+                pass
+        with use_topk_attention(ModelView(other), topk=2):
+            assert active_implementation(other) == TOPK
+        with b.capture(["blocks.1.attn_scores"]):  # the same implementation nests
+            pass
+        assert active_implementation(model) == SCORED
+    assert active_implementation(model) is None and model.config._attn_implementation == "sdpa"
+    assert active_implementation(other) is None
+
+
+def test_topk_settings_nest_and_restore():
+    """The innermost block's k applies; leaving it brings back the outer k."""
+    model = make_tiny_model("llama")
+    view = ModelView(model)
+    ids = torch.randint(3, 97, (1, 12), generator=torch.Generator().manual_seed(0))
+    with use_topk_attention(view, topk=2):
+        outer = model(input_ids=ids).logits
+        with use_topk_attention(view, topk=12):
+            inner = model(input_ids=ids).logits
+        torch.testing.assert_close(model(input_ids=ids).logits, outer)
+    with use_topk_attention(view, topk=12):
+        torch.testing.assert_close(model(input_ids=ids).logits, inner)
+    assert not torch.allclose(inner, outer)
+
+
+def test_unknown_implementation_is_named():
+    view = ModelView(make_tiny_model("llama"))
+    with pytest.raises(ValueError, match="Unknown attention implementation 'flash'"):
+        with use_attention(view, "flash"):
+            pass
+    assert active_implementation(view.model) is None

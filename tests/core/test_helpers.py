@@ -1,0 +1,50 @@
+"""The small shared helpers of the core: token display, run-size profiles, keep-k."""
+
+import pytest
+import torch
+
+from lmscope.core import profiles
+from lmscope.core.tensors import keep_largest_abs
+from lmscope.core.tokens import decoded_vocab, readable, token_text, token_texts, vocab_texts
+
+
+class Tok:
+    """A tokenizer whose token i decodes to a fixed string."""
+
+    PIECES = ["a", " b", "c\n", "  d"]
+
+    def __len__(self):
+        return len(self.PIECES)
+
+    def decode(self, ids):
+        return "".join(self.PIECES[i] for i in ids)
+
+    def batch_decode(self, rows):
+        return [self.decode(r) for r in rows]
+
+
+def test_token_text_is_one_rule_everywhere():
+    tok = Tok()
+    assert readable(" x\ny") == "\u2423x\\ny"
+    assert token_texts(tok, [1, 2, 3]) == ["\u2423b", "c\\n", "\u2423\u2423d"]
+    assert vocab_texts(tok, 6) == [token_text(tok, i) for i in range(4)] + ["<4>", "<5>"]
+    assert decoded_vocab(tok, 4) == Tok.PIECES
+    assert token_texts(None, [7, 8]) == ["<7>", "<8>"] == vocab_texts(None, 9)[7:]
+
+
+def test_profile_settings_take_overrides_and_name_mistakes():
+    table = {"quick": {"n": 2, "k": [1]}, "full": {"n": 20, "k": [1, 2]}}
+    assert profiles.settings(table, "full", n=None) == {"n": 20, "k": [1, 2]}
+    assert profiles.settings(table, "quick", n=5) == {"n": 5, "k": [1]}
+    with pytest.raises(ValueError, match="Unknown profile 'fast'.*'quick', 'full'"):
+        profiles.settings(table, "fast")
+    with pytest.raises(ValueError, match="No run size named m"):
+        profiles.settings(table, "quick", m=1)
+
+
+def test_keep_largest_abs():
+    m = torch.tensor([[0.5, -3.0, 1.0, 2.0]])
+    assert torch.equal(keep_largest_abs(m, 2), torch.tensor([[0.0, -3.0, 0.0, 2.0]]))
+    assert keep_largest_abs(m, 4) is m
+    with pytest.raises(ValueError, match="positive integer"):
+        keep_largest_abs(m, 0)

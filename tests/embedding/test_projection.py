@@ -1,0 +1,148 @@
+"""Vocabulary readings: a hand-checked case, pair search against brute force, rotation invariance."""
+
+import pytest
+import torch
+
+from lmscope import ModelView
+from lmscope.embedding.projection import (
+    GROUPS, Projector, group_vectors, keep_k, keep_k_similarity, n_vectors, top_entries, top_pairs,
+)
+
+from conftest import make_tiny_model
+
+
+def test_hand_checked_reading():
+    """E with three tokens in 2-d: the value (1, 0) scores tokens by E's first row."""
+    view = ModelView(make_tiny_model("gpt2"))
+    with torch.no_grad():
+        wte = view.model.transformer.wte.weight  # tied: W_U = wte.T
+        wte.zero_()
+        wte[4, 0], wte[8, 0], wte[6, 1] = 2.0, -1.0, 5.0
+        view.layers[1].ff_values.zero_()
+        view.layers[1].ff_values[3, 0] = 1.5
+    proj = Projector(view)
+    top = proj.read(1, "ff_values", 3, k=1)
+    assert top.ids.tolist() == [4] and top.scores.tolist() == [3.0]
+    bottom = proj.read(1, "ff_values", 3, k=1, negative=True)
+    assert bottom.ids.tolist() == [8] and bottom.scores.tolist() == [1.5]  # the negated direction's score
+    assert top.rows()[0]["id"] == 4
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_group_vectors_shapes(family):
+    view = ModelView(make_tiny_model(family))
+    cfg = view.cfg
+    for group in GROUPS:
+        if group == "ff_gate_keys" and not cfg.gated:
+            with pytest.raises(ValueError, match="no gated MLP"):
+                group_vectors(view, 0, group)
+            continue
+        assert group_vectors(view, 0, group).shape == (n_vectors(view, group), cfg.d_model)
+    # subhead h*d_head + c is column c of head h
+    lv = view.layers[2]
+    torch.testing.assert_close(group_vectors(view, 2, "W_Q")[1 * cfg.d_head + 3], lv.W_Q[1][:, 3])
+    rep = cfg.n_heads // cfg.n_kv_heads
+    torch.testing.assert_close(group_vectors(view, 2, "W_K")[1 * cfg.d_head + 3], lv.W_K[rep][:, 3])
+    torch.testing.assert_close(group_vectors(view, 2, "W_O")[2 * cfg.d_head + 5], lv.W_O[2][5])
+
+
+def _brute_pairs(M, k, drop_diag=False, mask=None):
+    M = M.clone()
+    if drop_diag:
+        M.fill_diagonal_(float("-inf"))
+    if mask is not None:
+        M[~mask] = float("-inf")
+        M[:, ~mask] = float("-inf")
+    vals, flat = torch.topk(M.flatten(), k)
+    return vals, flat // M.shape[1], flat % M.shape[1]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
+def test_top_pairs_against_brute_force(chunk_size):
+    g = torch.Generator().manual_seed(0)
+    A, B = torch.randn(61, 5, generator=g, dtype=torch.float64), torch.randn(61, 5, generator=g, dtype=torch.float64)
+    M = A @ B.T
+    for kwargs in ({}, {"drop_diagonal": True}):
+        s, r, c = top_pairs(A, B, 25, chunk_size=chunk_size, **kwargs)
+        vals, rr, cc = _brute_pairs(M, 25, drop_diag=bool(kwargs))
+        torch.testing.assert_close(s, vals)
+        assert r.tolist() == rr.tolist() and c.tolist() == cc.tolist()
+    s, r, c = top_pairs(A, B, 10, negative=True, chunk_size=chunk_size)
+    vals, rr, cc = _brute_pairs(-M, 10)
+    torch.testing.assert_close(s, -vals)
+    assert r.tolist() == rr.tolist()
+    mask = torch.rand(61, generator=g) > 0.4
+    s, r, c = top_pairs(A, B, 12, row_mask=mask, col_mask=mask, chunk_size=chunk_size)
+    vals, rr, cc = _brute_pairs(M, 12, mask=mask)
+    torch.testing.assert_close(s, vals)
+    assert r.tolist() == rr.tolist() and c.tolist() == cc.tolist()
+
+
+@pytest.mark.parametrize("circuit", ["qk", "vo"])
+@pytest.mark.parametrize("reading", ["transpose", "pinv"])
+def test_head_pairs_match_the_full_vocabulary_matrix(circuit, reading):
+    """On a small-vocabulary model the factored search equals E'^T W E built in full."""
+    view = ModelView(make_tiny_model("llama"))
+    proj = Projector(view, reading=reading)
+    lv = view.layers[1]
+    E = view.W_U.detach().float()
+    E_in = E if reading == "transpose" else torch.linalg.pinv(E).T
+    if circuit == "qk":
+        W = (lv.W_Q[2] @ lv.W_K[2].T).float()
+        full = E_in.T @ W @ E_in
+    else:
+        W = (lv.W_V[2] @ lv.W_O[2]).float()
+        full = E_in.T @ W @ E
+    pairs = proj.head_pairs(1, 2, circuit, k=30, chunk_size=8)
+    vals, rr, cc = _brute_pairs(full, 30)
+    torch.testing.assert_close(pairs.scores, vals, rtol=1e-4, atol=1e-5)
+    assert pairs.row_ids.tolist() == rr.tolist() and pairs.col_ids.tolist() == cc.tolist()
+    assert len(pairs.rows()) == 30
+
+
+def test_reading_is_invariant_to_rotating_the_residual_basis():
+    """Rotating E and every parameter by an orthogonal R leaves every vocabulary reading unchanged."""
+    view = ModelView(make_tiny_model("gpt2"))
+    proj = Projector(view)
+    d = view.cfg.d_model
+    R = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64))[0]
+    v = group_vectors(view, 2, "ff_values")[:5].detach()
+    k = group_vectors(view, 2, "ff_keys")[:5].detach()
+    rotated = Projector(view)
+    rotated.E = (R.T @ view.W_U.detach().double()).float()
+    torch.testing.assert_close(rotated.project(v.double() @ R), proj.project(v), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(rotated.project(k.double() @ R, "in"), proj.project(k, "in"), rtol=1e-4, atol=1e-5)
+    # the raw coordinates, in contrast, change completely
+    assert not torch.allclose(v.double() @ R, v.double(), atol=1e-2)
+
+
+def test_keep_k():
+    x = torch.tensor([[3.0, -5.0, 1.0, 0.5]])
+    assert keep_k(x, 2).tolist() == [[3.0, -5.0, 0.0, 0.0]]
+    view = ModelView(make_tiny_model("gpt2"))
+    X = group_vectors(view, 0, "ff_values")[:20]
+    full = keep_k_similarity(X, view.W_U, [view.cfg.d_vocab], reading="pinv")
+    assert full[0] < 1.0  # X (E E^T)^-1 X^T is not X X^T
+    sims = keep_k_similarity(X, view.W_U, [5, 40, view.cfg.d_vocab], reading="transpose")
+    assert all(-1 <= s <= 1 for s in sims) and sims[-1] > sims[0]
+
+
+def test_bad_input():
+    view = ModelView(make_tiny_model("gpt2"))
+    proj = Projector(view)
+    with pytest.raises(IndexError, match="Layer 7 does not exist"):
+        proj.read(7, "ff_values", 0)
+    with pytest.raises(IndexError, match="Index 9999 does not exist"):
+        proj.read(0, "ff_values", 9999)
+    with pytest.raises(IndexError, match="Head 4 does not exist"):
+        proj.head_pairs(0, 4)
+    with pytest.raises(ValueError, match="Unknown parameter group"):
+        proj.read(0, "W_X", 0)
+    with pytest.raises(ValueError, match="larger than the vocabulary"):
+        proj.read(0, "ff_values", 0, k=view.cfg.d_vocab + 1)
+    with pytest.raises(ValueError, match="allowed tokens"):
+        top_entries(torch.randn(10), 3, mask=torch.tensor([True, True] + [False] * 8))
+    with pytest.raises(ValueError, match="Unknown reading"):
+        Projector(view, reading="inverse")
+    with pytest.raises(ValueError, match="Unknown circuit"):
+        proj.head_pairs(0, 0, circuit="ov")
