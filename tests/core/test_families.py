@@ -1,0 +1,59 @@
+"""The family table: what it says about each family's weights is consistent with the view and the model."""
+
+import copy
+
+import pytest
+import torch
+from conftest import make_tiny_model
+from torch import nn
+
+from lmscope import ModelView
+from lmscope.core.families import FAMILIES, TRAINABLE_WEIGHTS, is_conv1d
+
+
+@pytest.mark.parametrize("which", ["W_Q", "W_K", "W_V"])
+def test_trainable_qkv_moves_exactly_that_projection(tiny, which):
+    """Changing the trainable parameters of W_Q (masked rows of a fused weight) changes W_Q and nothing else."""
+    family, model, view = tiny
+    before = {w: getattr(view.layers[1], w).clone() for w in ("W_Q", "W_K", "W_V")}
+    changed = copy.deepcopy(model)
+    cview = ModelView(changed)
+    with torch.no_grad():
+        for path, param, mask in cview.family.trainable(cview.blocks[1], cview.cfg, which):
+            assert path.startswith(tuple(cview.family.qkv.paths))
+            param.add_(torch.ones_like(param) if mask is None else mask)
+    for w, old in before.items():
+        new = getattr(cview.layers[1], w)
+        assert torch.equal(new, old) != (w == which), f"{family}: training {which} moved {w}"
+
+
+def test_trainable_out_and_mlp_are_their_modules(tiny):
+    family, model, view = tiny
+    block = view.blocks[0]
+    out = view.family.trainable(block, view.cfg, "W_O")
+    assert {id(p) for _, p, _ in out} == {id(p) for p in block.get_submodule(view.family.attn_out_proj).parameters()}
+    ff = [view.family.ff_gate, view.family.ff_in, view.family.ff_out]
+    mlp = {id(p) for _, p, _ in view.family.trainable(block, view.cfg, "mlp")}
+    assert mlp == {id(p) for path in ff if path for p in block.get_submodule(path).parameters()}
+    with pytest.raises(ValueError, match="choose from W_Q"):
+        view.family.trainable(block, view.cfg, "W_X")
+    assert TRAINABLE_WEIGHTS == ("W_Q", "W_K", "W_V", "W_O", "mlp")
+
+
+def test_block_linears_are_every_projection(tiny):
+    family, model, view = tiny
+    for l in range(view.cfg.n_layers):
+        found = [m for m in view.blocks[l].modules() if isinstance(m, nn.Linear) or is_conv1d(m)]
+        assert view.block_linears(l) == found
+
+
+def test_rotatable_and_causal_flags():
+    assert {name for name, f in FAMILIES.items() if f.rotatable} == {"llama", "mistral", "qwen2"}
+    assert {name for name, f in FAMILIES.items() if not f.causal} == {"bert"}
+
+
+def test_config_reads_context_and_causality(tiny):
+    family, model, view = tiny
+    assert view.cfg.n_ctx == 64
+    assert view.cfg.causal == (family != "bert")
+    assert len(view.attention_modules()) == view.cfg.n_layers
