@@ -37,7 +37,7 @@ CHUNK_ELEMENTS = {"cpu": 1 << 23, "other": 1 << 26}
 GATHER_ELEMENTS = 1 << 24
 
 
-def _budget(device: torch.device) -> int:
+def _chunk_budget(device: torch.device) -> int:
     return CHUNK_ELEMENTS["cpu" if device.type == "cpu" else "other"]
 
 
@@ -82,11 +82,18 @@ def _check_inputs(q, k, v, topk, chunk_size, mask, scale) -> None:
 
 # --------------------------------------------------------------------------- forward pieces
 def _chunk_scores(
-    qg: Tensor, kg: Tensor, q0: int, q1: int, cfg: dict, mask5: Tensor | None, buf: Tensor, causal_fill: bool = True
+    qg: Tensor,
+    kg: Tensor,
+    q0: int,
+    q1: int,
+    cfg: dict,
+    grouped_mask: Tensor | None,
+    buf: Tensor,
+    causal_fill: bool = True,
 ) -> Tensor:
     """Masked, scaled scores of queries [q0, q1): (G, g, C, L) with L the keys this chunk can see.
 
-    qg (G, g, Tq, D), kg (G, Tk, D); mask5 broadcastable to (B, Hkv, g, Tq, Tk).
+    qg (G, g, Tq, D), kg (G, Tk, D); grouped_mask broadcastable to (B, Hkv, g, Tq, Tk).
     ``causal_fill=False`` leaves the causal mask inside the chunk to the caller.
     """
     G, g, Tq, D = qg.shape
@@ -98,13 +105,13 @@ def _chunk_scores(
     s = buf[: G * g * C * width].view(G, g * C, width)
     q_c = qg[:, :, q0:q1].reshape(G, g * C, D) * cfg["scale"]
     torch.bmm(q_c, kg[:, :width].transpose(1, 2), out=s)
-    if mask5 is not None:
-        m = mask5[:, :, :, q0:q1, :width] if mask5.shape[3] > 1 else mask5[..., :width]
-        s5 = s.view(-1, cfg["n_kv"], g, C, width)
+    if grouped_mask is not None:
+        m = grouped_mask[:, :, :, q0:q1, :width] if grouped_mask.shape[3] > 1 else grouped_mask[..., :width]
+        s_grouped = s.view(-1, cfg["n_kv"], g, C, width)
         if m.dtype == torch.bool:
-            s5.masked_fill_(~m, float("-inf"))
+            s_grouped.masked_fill_(~m, float("-inf"))
         else:
-            s5.add_(m.to(s.dtype))
+            s_grouped.add_(m.to(s.dtype))
     first = q0 + Tk - Tq + 1  # first key that some query of the chunk must not see
     if cfg["causal"] and causal_fill and first < width:  # query t (absolute) sees keys <= t + (Tk - Tq)
         qpos = torch.arange(q0, q1, device=s.device) + (Tk - Tq)
@@ -133,7 +140,7 @@ def _use_kernels(t: Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
-def _kernels():
+def _load_cpu_kernels():
     """:mod:`lmscope.topk.cpu_kernels`, imported on first use rather than with this module (numba
     compiles the kernels or loads them from its cache, seconds), with numba using as many threads as torch."""
     import numba
@@ -153,14 +160,15 @@ def _scratch(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=dtype, count=n)
 
 
-def _np(t: Tensor) -> np.ndarray:
+def _numpy_view(t: Tensor) -> np.ndarray:
     """A numpy view of a contiguous CPU tensor: no copy, so kernels write into the tensor itself."""
     assert t.is_contiguous(), "kernel arguments must be contiguous"
     return t.detach().numpy()
 
 
-def _mask5(mask: Tensor | None, n_kv: int, g: int) -> Tensor | None:
-    """Mask (B|1, Hq|1, Tq|1, Tk|1) as a view (B|1, Hkv|1, g|1, Tq|1, Tk|1)."""
+def _grouped_mask(mask: Tensor | None, n_kv: int, g: int) -> Tensor | None:
+    """Mask (B|1, Hq|1, Tq|1, Tk|1) as a view per kv-head group (B|1, Hkv|1, g|1, Tq|1, Tk|1),
+    g = Hq // Hkv query heads per group."""
     if mask is None:
         return None
     mb, mh, mq, mk = mask.shape
@@ -177,31 +185,31 @@ class _TopkAttention(torch.autograd.Function):
         Hk, Tk = k.shape[1], k.shape[2]
         g, G = Hq // Hk, B * Hk
         qg, kg, vg = q.reshape(G, g, Tq, D), k.reshape(G, Tk, D), v.reshape(G, Tk, D)
-        mask5 = _mask5(mask, Hk, g)
+        grouped_mask = _grouped_mask(mask, Hk, g)
         k_eff, C = cfg["k_eff"], cfg["chunk"]
         kernels = _use_kernels(q)
         idx = torch.empty(G, g, Tq, k_eff, dtype=_index_dtype(Tk), device=q.device)
         out = torch.empty(G, g, Tq, D, dtype=q.dtype, device=q.device)
         buf = _scratch(G * g * C * Tk, q.dtype, q.device)
         if kernels:  # weights are recomputed in backward unless an additive mask changed the scores
-            kern = _kernels()
+            cpu_kernels = _load_cpu_kernels()
             lse = torch.empty(G * g, Tq, dtype=q.dtype)
             float_mask = mask is not None and mask.dtype != torch.bool
             weights = torch.empty(G * g, Tq, k_eff if float_mask else 0, dtype=q.dtype)
             shift = Tk - Tq + 1  # causal: query t reads keys < t + shift
-            idx_n, out_n = _np(idx.view(G * g, Tq, k_eff)), _np(out.view(G * g, Tq, D))
-            lse_n, w_n, v_n = _np(lse), _np(weights), _np(vg)
+            idx_n, out_n = _numpy_view(idx.view(G * g, Tq, k_eff)), _numpy_view(out.view(G * g, Tq, D))
+            lse_n, w_n, v_n = _numpy_view(lse), _numpy_view(weights), _numpy_view(vg)
         else:
             lse = torch.empty(0, device=q.device)
             weights = torch.empty(G, g, Tq, k_eff, dtype=q.dtype, device=q.device)
         for q0 in range(0, Tq, C):
             q1 = min(Tq, q0 + C)
             n = q1 - q0
-            s = _chunk_scores(qg, kg, q0, q1, cfg, mask5, buf, causal_fill=not kernels)  # (G, g, n, L)
+            s = _chunk_scores(qg, kg, q0, q1, cfg, grouped_mask, buf, causal_fill=not kernels)  # (G, g, n, L)
             L = s.shape[-1]
             rows = s.reshape(G * g * n, L)
             if kernels:
-                kern.forward_rows(_np(rows), q0, shift, cfg["causal"], v_n, g, idx_n, lse_n, out_n, w_n)
+                cpu_kernels.forward_rows(_numpy_view(rows), q0, shift, cfg["causal"], v_n, g, idx_n, lse_n, out_n, w_n)
                 continue
             if k_eff >= L:
                 vals, sel = rows, torch.arange(L, device=q.device).expand(G * g * n, L)
@@ -231,9 +239,9 @@ class _TopkAttention(torch.autograd.Function):
         if ctx.kernels:  # CPU kernels; delta = dO . O is formed inside
             dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
             scale_n = (np.float64 if q.dtype == torch.float64 else np.float32)(scale)  # keeps the kernel in q's dtype
-            qh, oh, doh, idxh, wh, dqh = (_np(t.reshape(G * g, Tq, -1)) for t in (q, out, do, idx, weights, dq))
-            kh, vh, dkh, dvh = (_np(t.view(G, Tk, D)) for t in (k, v, dk, dv))
-            _kernels().backward(qh, kh, vh, oh, doh, idxh, _np(lse), wh, scale_n, g, dqh, dkh, dvh)
+            qh, oh, doh, idxh, wh, dqh = (_numpy_view(t.reshape(G * g, Tq, -1)) for t in (q, out, do, idx, weights, dq))
+            kh, vh, dkh, dvh = (_numpy_view(t.view(G, Tk, D)) for t in (k, v, dk, dv))
+            _load_cpu_kernels().backward(qh, kh, vh, oh, doh, idxh, _numpy_view(lse), wh, scale_n, g, dqh, dkh, dvh)
             return dq, dk, dv, None, None
         acc = torch.float64 if q.dtype == torch.float64 else torch.float32
         # dS = P * (dP - delta), delta_i = dO_i . O_i
@@ -272,7 +280,7 @@ def _gather_rows(x: Tensor, idx: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- public API
 def default_chunk_size(batch_heads: int, n_keys: int, device: torch.device | str = "cpu") -> int:
     """Query chunk that keeps the dense score buffer within :data:`CHUNK_ELEMENTS`."""
-    c = _budget(torch.device(device)) // max(1, batch_heads * n_keys)
+    c = _chunk_budget(torch.device(device)) // max(1, batch_heads * n_keys)
     return int(max(16, min(1024, 2 ** int(math.log2(max(c, 1))))))
 
 

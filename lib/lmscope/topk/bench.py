@@ -6,7 +6,9 @@ memory per method, SDPA measured in the same run.
     python benchmarks/topk_attention.py                     # CPU, 1K..32K, fp32 (~6 min)
     python benchmarks/topk_attention.py --device cuda --out $OUT/topk_gpu.json
 
-(``benchmarks/topk_attention.py`` runs :func:`main` of this module.)
+(``benchmarks/topk_attention.py`` runs :func:`main` of this module.) The chapter reads saved
+results with :func:`saved_benchmarks`, measures small lengths with :func:`live_benchmark` when
+there are none, and draws them with :func:`plot_benchmark`.
 
 CPU: each (method, length) runs in a fresh subprocess: inputs, one warm-up
 forward + backward (loads libraries and compiled kernels), ``reps`` timed
@@ -33,6 +35,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +45,7 @@ import torch.nn.functional as F
 from lmscope.topk.attention import topk_attention
 
 H, D = 12, 64
-_LIB = str(Path(__file__).resolve().parents[2])  # the folder holding the lmscope package
+_LIB_DIR = str(Path(__file__).resolve().parents[2])  # the folder holding the lmscope package
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -69,7 +72,7 @@ def make_inputs(T: int, dtype: torch.dtype, device: str, seed: int = 0):
     return [torch.randn(1, H, T, D, generator=g, device=device, dtype=dtype).requires_grad_() for _ in range(3)]
 
 
-def _sync(device: str) -> None:
+def _synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -83,10 +86,10 @@ def time_fwd_bwd(method, T, dtype, device, topk, chunk, reps, q=None, k=None, v=
     for i in range(reps + int(warmup)):
         for t in (q, k, v):
             t.grad = None
-        _sync(device)
+        _synchronize(device)
         t0 = time.perf_counter()
         run_method(method, q, k, v, topk, chunk).backward(grad)
-        _sync(device)
+        _synchronize(device)
         if i or not warmup:
             times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2] if times else float("nan")
@@ -138,16 +141,18 @@ def bench_cpu(args) -> list[dict]:
             if method == "naive" and 3 * H * T * T * 4 / 2**30 > args.naive_max_gib:
                 rows.append({"method": method, "T": T, "dtype": "fp32", "skipped": "memory"})
                 continue
-            cmd = [sys.executable, "-m", "lmscope.topk.bench", "--single", f"{method},{T},fp32", "--k", str(args.k), "--reps", str(args.reps)]
+            cmd = [sys.executable, "-m", "lmscope.topk.bench", "--single", f"{method},{T},fp32",
+                   "--k", str(args.k), "--reps", str(args.reps)]
             if args.chunk:
                 cmd += ["--chunk", str(args.chunk)]
-            env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": _LIB + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            path = _LIB_DIR + os.pathsep + os.environ.get("PYTHONPATH", "")
+            env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
             res = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if res.returncode:
                 rows.append({"method": method, "T": T, "dtype": "fp32", "error": res.stderr.strip()[-300:]})
             else:
                 rows.append({"method": method, "T": T, "dtype": "fp32", **json.loads(res.stdout.strip().splitlines()[-1])})
-            print(_fmt(rows[-1]), flush=True)
+            print(_format_row(rows[-1]), flush=True)
     return rows
 
 
@@ -163,7 +168,7 @@ def bench_cuda(args) -> list[dict]:
                 q = k = v = None
                 if method == "naive" and 3 * H * T * T * 4 / 2**30 > 0.5 * total:
                     rows.append({**row, "skipped": "memory"})
-                    print(_fmt(rows[-1]), flush=True)
+                    print(_format_row(rows[-1]), flush=True)
                     continue
                 try:
                     q, k, v = make_inputs(T, DTYPES[dtype], "cuda")
@@ -176,9 +181,9 @@ def bench_cuda(args) -> list[dict]:
                 del q, k, v
                 torch.cuda.empty_cache()
                 rows.append(row)
-                print(_fmt(row), flush=True)
+                print(_format_row(row), flush=True)
     rows.append(topk_alone_cuda(max(args.lengths), args.k))
-    print(_fmt(rows[-1]), flush=True)
+    print(_format_row(rows[-1]), flush=True)
     return rows
 
 
@@ -195,7 +200,7 @@ def topk_alone_cuda(T: int, k: int, chunk: int = 512) -> dict:
     return {"method": "torch.topk alone", "T": T, "dtype": "fp32", "time_s": per_chunk * T / chunk}
 
 
-def _fmt(row: dict) -> str:
+def _format_row(row: dict) -> str:
     head = f"{row['method']:>16} {row['dtype']:>5} T={row['T']:>6}"
     if "time_s" in row:
         mem = f"  peak {row['peak_gib']:.2f} GiB" if "peak_gib" in row else ""
@@ -221,6 +226,91 @@ def ratios(rows: list[dict]) -> list[dict]:
                 }
             )
     return out
+
+
+def ratio_lines(result: dict) -> list[str]:
+    """One line per (dtype, T) of ``result['ratios']``: top-k's time and memory over SDPA's."""
+    lines = []
+    for r in result["ratios"]:
+        own = f", layer's own memory {r['peak_above_base_ratio']:.2f}x" if "peak_above_base_ratio" in r else ""
+        lines.append(f"{r['dtype']} T={r['T']:>6}: top-k time {r['time_ratio']:.2f}x SDPA, "
+                     f"peak memory {r['peak_ratio']:.2f}x{own}")
+    return lines
+
+
+# --------------------------------------------------------------------------- saved results
+#: Result files the chapter looks for: the CPU run's default name and two names of GPU runs.
+RESULT_NAMES = ("topk_attention_cpu.json", "topk_gpu.json", "topk_attention_cuda.json")
+
+
+def result_folders() -> list[Path]:
+    """Where saved results are looked for, in order: ``benchmarks/results`` of the checkout this package
+    lives in (``lib/lmscope/topk/`` -> the checkout is three folders up; an editable install), then
+    ``benchmarks/results`` of the working folder (where :func:`main` writes by default)."""
+    checkout = Path(__file__).resolve().parents[3]
+    return list(dict.fromkeys([checkout / "benchmarks" / "results", Path.cwd().resolve() / "benchmarks" / "results"]))
+
+
+def find_benchmark(name: str, folders: list[Path] | None = None) -> Path | None:
+    """The first ``folder / name`` that exists, over ``folders`` (default :func:`result_folders`), or None."""
+    for folder in result_folders() if folders is None else folders:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def load_benchmark(path: str | Path) -> dict | None:
+    """The JSON that :func:`main` wrote (``device``, ``shape``, ``rows``, ``ratios``), or None if absent."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def saved_benchmarks(names: tuple[str, ...] = RESULT_NAMES, folders: list[Path] | None = None) -> dict[str, dict]:
+    """{file name: result} for every name in ``names`` that :func:`find_benchmark` finds."""
+    found = {}
+    for name in names:
+        path = find_benchmark(name, folders)
+        if path is not None:
+            found[name] = load_benchmark(path)
+    return found
+
+
+def live_benchmark(lengths: list[int], reps: int = 1, extra_args: list[str] = ()) -> dict:
+    """Run :func:`main` on CPU at ``lengths`` with ``reps`` timed runs; its JSON goes to a temporary file."""
+    with tempfile.TemporaryDirectory() as folder:
+        return main(["--lengths", ",".join(map(str, lengths)), "--reps", str(reps), *extra_args,
+                     "--out", str(Path(folder) / "topk_attention_live.json")])
+
+
+PANELS = (("time_s", "seconds (fwd+bwd)"), ("peak_gib", "peak memory (GiB)"),
+          ("peak_above_base_gib", "layer's own memory (GiB)"))
+
+
+def plot_benchmark(result: dict, methods: tuple[str, ...] = ("sdpa", "topk", "naive")):
+    """Time and peak memory against length, log-log, one line per (method, dtype); a third panel with the
+    layer's own memory when the rows have it (CPU runs). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in result["rows"] if "time_s" in r]
+    panels = [p for p in PANELS if p[0] != "peak_above_base_gib" or any(p[0] in r for r in timed)]
+    fig, ax = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+    ax = ax[0]
+    for dtype in sorted({r["dtype"] for r in timed}):
+        for method in methods:
+            rows = [r for r in timed if r["method"] == method and r["dtype"] == dtype]
+            for a, (key, _) in zip(ax, panels):
+                points = [(r["T"], r[key]) for r in rows if key in r]
+                if points:
+                    a.plot(*zip(*points), "o-", label=f"{method} {dtype}")
+    for a, (_, ylabel) in zip(ax, panels):
+        a.set_xscale("log", base=2)
+        a.set_yscale("log")
+        a.set_xlabel("sequence length")
+        a.set_ylabel(ylabel)
+        a.legend(fontsize=7)
+    fig.suptitle(result["device"])
+    fig.tight_layout()
+    return fig
 
 
 def main(argv=None) -> dict:
@@ -259,9 +349,8 @@ def main(argv=None) -> dict:
         "ratios": ratios(rows),
     }
     print("\ntop-k / SDPA:")
-    for r in result["ratios"]:
-        extra = f"  (layer's own memory {r['peak_above_base_ratio']:.2f}x)" if "peak_above_base_ratio" in r else ""
-        print(f"  {r['dtype']} T={r['T']:>6}: time {r['time_ratio']:.2f}x  peak memory {r['peak_ratio']:.2f}x{extra}")
+    for line in ratio_lines(result):
+        print(" ", line)
     out = args.out or Path("benchmarks") / "results" / f"topk_attention_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -5,7 +5,7 @@ digits 0-9, e.g. ``[MAX 2 9 [MIN 4 7 ] 0 ]`` = 9. The answer is one of ten
 classes, so a model must track nesting over long distances.
 
 :class:`ListOpsModel` is a small pre-norm transformer encoder whose attention
-is either exact (``topk=None``, SDPA) or :func:`lmscope.topk_attention.topk_attention`.
+is either exact (``topk=None``, SDPA) or :func:`lmscope.topk.attention.topk_attention`.
 """
 
 from __future__ import annotations

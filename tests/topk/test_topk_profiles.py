@@ -1,0 +1,16 @@
+"""lmscope.topk.profiles: chapter 03's run sizes."""
+
+import pytest
+
+from lmscope.core.profiles import settings
+from lmscope.topk.profiles import PROFILES
+
+
+def test_profiles_share_their_names_and_the_notebook_overrides_apply():
+    assert set(PROFILES) == {"quick", "full"} and set(PROFILES["quick"]) == set(PROFILES["full"])
+    quick = settings(PROFILES, "quick", attn_ks=None, ff_ks=[16], seq_len=None, n_blocks=2)
+    assert quick == {**PROFILES["quick"], "ff_ks": [16], "n_blocks": 2}
+    full = PROFILES["full"]
+    assert full["n_icl"] == 30 and full["icl_ks"] == [4, 8, 32] and full["ff_ks"][-2:] == [512, 1024]
+    with pytest.raises(ValueError, match="Unknown profile"):
+        settings(PROFILES, "medium")
