@@ -9,6 +9,8 @@ import transformers as tf
 from conftest import make_tiny_model
 
 from lmscope import ModelView
+from lmscope.core.families import TRAINABLE_WEIGHTS
+from lmscope.core.hooks import hook_names
 from lmscope.icl.layer_causal import (
     NonFiniteLossError,
     finetune_,
@@ -41,7 +43,7 @@ def test_perturbing_layers_above_leaves_lcgd_gradient_unchanged(family):
                 p.add_(0.1 * torch.randn_like(p))
     _, lc_after = _grads(view, "lcgd")
     _, gd_after = _grads(view, "gd")
-    layer0 = [i for i, t in enumerate(params) if t.name.startswith("blocks.0.")]
+    layer0 = [i for i, t in enumerate(params) if t.layer == 0]
     assert layer0
     for i in layer0:
         assert torch.equal(lc_before[i], lc_after[i]), params[i].name
@@ -79,7 +81,7 @@ def test_losses_match_brute_force(family):
         logits = view.model(input_ids=ids[None]).logits[0]
     torch.testing.assert_close(gd[0], F.cross_entropy(logits[:-1], ids[1:]))
     lc, _ = layer_losses(view, ids, [4, 7, 11], "lcgd")
-    names = [f"blocks.{l}.resid_post" for l in range(view.cfg.n_layers)]
+    names = hook_names("resid_post", range(view.cfg.n_layers))
     _, cache = view.run_with_cache(ids[None], names)
     for l, name in enumerate(names):
         logits = view.unembed(cache[name][0])  # (T, V)
@@ -92,10 +94,10 @@ def test_lcgd_gradient_matches_per_layer_brute_force():
     view = ModelView(make_tiny_model("llama"))
     ids = _ids()
     params, grads = _grads(view, "lcgd", ids)
-    names = [f"blocks.{l}.resid_pre" for l in range(view.cfg.n_layers)]
+    names = hook_names("resid_pre", range(view.cfg.n_layers))
     _, pre = view.run_with_cache(ids[None], names)
     for l, block in enumerate(view.blocks):
-        mine = [i for i, t in enumerate(params) if t.name.startswith(f"blocks.{l}.")]
+        mine = [i for i, t in enumerate(params) if t.layer == l]
         ws = [params[i].param for i in mine]
         for w in ws:
             w.requires_grad_(True)
@@ -109,6 +111,41 @@ def test_lcgd_gradient_matches_per_layer_brute_force():
             ref = torch.autograd.grad(loss, ws)
         for i, r in zip(mine, ref):
             torch.testing.assert_close(grads[i], r)
+
+
+@pytest.mark.parametrize("family", CAUSAL + ["bert"])
+def test_trainable_names_are_the_model_parameter_names(family):
+    view = ModelView(make_tiny_model(family))
+    named = dict(view.model.named_parameters())
+    for w in TRAINABLE_WEIGHTS:
+        params = trainable_parameters(view, (w,))
+        assert sorted({t.layer for t in params}) == list(range(view.cfg.n_layers))
+        for t in params:
+            assert named[t.name] is t.param, t.name
+            assert t.name.startswith(f"{view.family.layers}.{t.layer}.")
+            assert t.mask is None or t.mask.shape == t.param.shape
+    # K and V of one layer: the projections (or the rows of the fused one) of that layer, nothing else
+    kv = trainable_parameters(view, ("W_K", "W_V"))
+    own = {id(t.param) for t in kv if t.layer == 1}
+    block1 = {id(p) for p in view.blocks[1].parameters()}
+    assert own <= block1 and own
+
+
+def test_llama_trainables_in_order():
+    view = ModelView(make_tiny_model("llama"))
+    names = [t.name for t in trainable_parameters(view, ("W_V", "mlp")) if t.layer == 2]
+    assert names == ["model.layers.2.self_attn.v_proj.weight", "model.layers.2.mlp.gate_proj.weight",
+                     "model.layers.2.mlp.up_proj.weight", "model.layers.2.mlp.down_proj.weight"]
+    assert all(t.mask is None for t in trainable_parameters(view, ("W_Q", "W_O")))
+
+
+def test_fused_neox_masks_pick_the_rows_of_each_head():
+    view = ModelView(make_tiny_model("gpt_neox"))
+    (w, b) = [t for t in trainable_parameters(view, ("W_V",)) if t.layer == 0]
+    h, dh, d = view.cfg.n_heads, view.cfg.d_head, view.cfg.d_model
+    rows = w.mask.reshape(h, 3, dh, d)  # rows interleaved per head: [q, k, v]
+    assert rows[:, 2].eq(1).all() and rows[:, :2].eq(0).all()
+    assert b.mask.reshape(h, 3, dh)[:, 2].eq(1).all() and b.mask.sum() == h * dh
 
 
 def test_fused_weights_train_only_k_and_v():

@@ -12,8 +12,13 @@ whole vocabulary). They are computed only at the positions the loss needs
 independent under LCGD, each chunk is backpropagated on its own and freed, so memory
 stays at one chunk of logits.
 
->>> params = trainable_parameters(view, ("W_K", "W_V"))         # doctest: +SKIP
->>> loss, grads = loss_and_grads(view, ids, positions, params, "lcgd")   # doctest: +SKIP
+Which weights train (``W_Q``, ``W_K``, ``W_V``, ``W_O``, ``mlp``) and where each family keeps them
+is the family table's business (:meth:`lmscope.core.families.Family.trainable`).
+
+>>> params = trainable_parameters(view, ("W_K", "W_V"))                   # doctest: +SKIP
+>>> losses, grads = layer_losses(view, ids, positions, "lcgd", params)    # doctest: +SKIP
+>>> with finetuned(view, sequences, "lcgd", lr=1e-3) as step_losses:      # doctest: +SKIP
+...     ...                                                               # the model is finetuned here
 """
 
 from __future__ import annotations
@@ -25,17 +30,12 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from lmscope.core.families import TRAINABLE_WEIGHTS
+from lmscope.core.hooks import hook_name
+from lmscope.core.view import ModelView
+
 Tensor = torch.Tensor
 METHODS = ("gd", "lcgd")
-
-# canonical weight name -> module path inside a block, for families with separate projections
-_SEPARATE = {
-    "llama": {"W_Q": "self_attn.q_proj", "W_K": "self_attn.k_proj", "W_V": "self_attn.v_proj",
-              "W_O": "self_attn.o_proj", "mlp": ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")},
-    "bert": {"W_Q": "attention.self.query", "W_K": "attention.self.key", "W_V": "attention.self.value",
-             "W_O": "attention.output.dense", "mlp": ("intermediate.dense", "output.dense")},
-}
-TRAINABLE_NAMES = ("W_Q", "W_K", "W_V", "W_O", "mlp")
 
 
 class NonFiniteLossError(ValueError):
@@ -44,63 +44,31 @@ class NonFiniteLossError(ValueError):
 
 @dataclass
 class Trainable:
-    """One parameter to train; ``mask`` (same shape, 0/1) picks a slice of a fused weight."""
+    """One parameter to train; ``mask`` (same shape, 0/1) picks a slice of a fused weight.
 
+    ``name`` is the parameter's name in ``model.named_parameters()``; ``layer`` its block.
+    """
+
+    layer: int
     name: str
     param: torch.nn.Parameter
     mask: Tensor | None = None
 
 
-def trainable_parameters(view, which: Sequence[str] = ("W_K", "W_V")) -> list[Trainable]:
-    """The parameters (weights and biases) of every layer named by ``which`` (see TRAINABLE_NAMES)."""
-    bad = [w for w in which if w not in TRAINABLE_NAMES]
+def trainable_parameters(view: ModelView, which: Sequence[str] = ("W_K", "W_V")) -> list[Trainable]:
+    """The parameters (weights and biases) of every layer named by ``which`` (see ``TRAINABLE_WEIGHTS``).
+
+    Layer by layer, in the order of ``which``; a fused q/k/v weight appears once, its mask
+    covering every projection asked for. The family table says where each one lives
+    (:meth:`lmscope.core.families.Family.trainable`).
+    """
+    bad = [w for w in which if w not in TRAINABLE_WEIGHTS]
     if bad or not which:
-        raise ValueError(f"Unknown trainable weights {bad or which}: choose from {', '.join(TRAINABLE_NAMES)}.")
-    fam = view.family.name
-    out: list[Trainable] = []
-    for l, block in enumerate(view.blocks):
-        for w in which:
-            if fam in _SEPARATE or w in ("W_O", "mlp"):
-                paths = _module_paths(view, w)
-                for p in paths:
-                    mod = block.get_submodule(p)
-                    for pname, param in mod.named_parameters(recurse=False):
-                        out.append(Trainable(f"blocks.{l}.{p}.{pname}", param))
-            else:  # fused qkv (gpt2, gpt_neox): mask the rows/columns of one projection
-                out += _fused_slice(view, l, block, w)
+        raise ValueError(f"Unknown trainable weights {bad or which}: choose from {', '.join(TRAINABLE_WEIGHTS)}.")
+    out = [Trainable(layer, f"{view.family.layers}.{layer}.{path}", param, mask)
+           for layer, block in enumerate(view.blocks) for w in which
+           for path, param, mask in view.family.trainable(block, view.cfg, w)]
     return _merge_masks(out)
-
-
-def _module_paths(view, w: str) -> tuple[str, ...]:
-    fam = view.family
-    if fam.name in _SEPARATE:
-        p = _SEPARATE[fam.name][w]
-        return p if isinstance(p, tuple) else (p,)
-    if w == "W_O":
-        return (fam.attn_out_proj,)
-    return tuple(p for p in (fam.ff_gate, fam.ff_in, fam.ff_out) if p is not None)
-
-
-def _fused_slice(view, l: int, block, w: str) -> list[Trainable]:
-    cfg, idx = view.cfg, "QKV".index(w[-1])
-    d, h, dh = cfg.d_model, cfg.n_heads, cfg.d_head
-    if view.family.name == "gpt2":
-        mod = block.attn.c_attn  # Conv1D weight (d, 3d): output columns q | k | v
-        wm = torch.zeros_like(mod.weight)
-        wm[:, idx * d : (idx + 1) * d] = 1
-        bm = torch.zeros_like(mod.bias)
-        bm[idx * d : (idx + 1) * d] = 1
-        return [Trainable(f"blocks.{l}.attn.c_attn.weight", mod.weight, wm),
-                Trainable(f"blocks.{l}.attn.c_attn.bias", mod.bias, bm)]
-    mod = block.attention.query_key_value  # gpt_neox: rows interleaved per head [q, k, v]
-    wm = torch.zeros(h, 3, dh, d, dtype=mod.weight.dtype)
-    wm[:, idx] = 1
-    out = [Trainable(f"blocks.{l}.attention.query_key_value.weight", mod.weight, wm.reshape_as(mod.weight))]
-    if mod.bias is not None:
-        bm = torch.zeros(h, 3, dh, dtype=mod.bias.dtype)
-        bm[:, idx] = 1
-        out.append(Trainable(f"blocks.{l}.attention.query_key_value.bias", mod.bias, bm.reshape_as(mod.bias)))
-    return out
 
 
 def _merge_masks(items: list[Trainable]) -> list[Trainable]:
@@ -123,10 +91,10 @@ def _check_method(method: str) -> None:
         raise ValueError(f"Unknown finetuning method '{method}': use 'gd' (vanilla) or 'lcgd' (layer-causal).")
 
 
-def _forward_residuals(view, input_ids: Tensor, layers: list[int], detach_inputs: bool) -> dict[int, Tensor]:
+def _forward_residuals(view: ModelView, input_ids: Tensor, layers: list[int], detach_inputs: bool) -> dict[int, Tensor]:
     """Run the model once; return ``resid_post`` (T, d_model) of ``layers``, attached to the graph."""
-    names = {l: f"blocks.{l}.resid_post" for l in layers}
-    edits = {f"blocks.{l}.resid_pre": (lambda t: t.detach()) for l in range(1, view.cfg.n_layers)} if detach_inputs else {}
+    names = {l: hook_name(l, "resid_post") for l in layers}
+    edits = {hook_name(l, "resid_pre"): (lambda t: t.detach()) for l in range(1, view.cfg.n_layers)} if detach_inputs else {}
     with view.overwrite(edits), view.capture(list(names.values()), detach=False) as cache:
         try:
             view.model(input_ids=input_ids, logits_to_keep=1)  # the model's own logits are not needed
@@ -136,7 +104,7 @@ def _forward_residuals(view, input_ids: Tensor, layers: list[int], detach_inputs
 
 
 def layer_losses(
-    view,
+    view: ModelView,
     input_ids: Tensor,
     loss_positions: Sequence[int] | None,
     method: str = "lcgd",
@@ -158,7 +126,7 @@ def layer_losses(
         raise ValueError(f"loss_positions must lie in 1..{T - 1} (a token is predicted from the one before it).")
     n = view.cfg.n_layers
     layers = list(range(n)) if method == "lcgd" else [n - 1]
-    with _grads_for(view, params):
+    with _only_these_require_grad(view, params):
         resid = _forward_residuals(view, ids, layers, detach_inputs=(method == "lcgd"))
         src = torch.tensor([p - 1 for p in pos], device=ids.device)
         target = ids[0, pos]  # (P,)
@@ -191,7 +159,7 @@ def sgd_step_(params: list[Trainable], grads: list[Tensor], lr: float) -> None:
 
 
 def finetune_(
-    view,
+    view: ModelView,
     sequences: Sequence[tuple[Sequence[int], Sequence[int] | None]],
     method: str,
     lr: float,
@@ -223,7 +191,7 @@ def finetune_(
 
 
 @contextmanager
-def _grads_for(view, params: list[Trainable] | None) -> Iterator[None]:
+def _only_these_require_grad(view: ModelView, params: list[Trainable] | None) -> Iterator[None]:
     """Inside: autograd on and only ``params`` require grad (no graph at all when None)."""
     if params is None:
         with torch.no_grad():
@@ -244,7 +212,7 @@ def _grads_for(view, params: list[Trainable] | None) -> Iterator[None]:
 
 @contextmanager
 def finetuned(
-    view,
+    view: ModelView,
     sequences: Sequence[tuple[Sequence[int], Sequence[int] | None]],
     method: str,
     lr: float,

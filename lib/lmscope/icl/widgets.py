@@ -1,5 +1,8 @@
-"""ipywidgets view for Study 4: pick a task, k and a layer; see how the ICL update compares with
-each finetuning update (GD, LCGD) there. ipywidgets and matplotlib are imported lazily."""
+"""The chapter 04 explorer: pick a task, k and a layer; see how the ICL update compares with each
+finetuning update (GD, LCGD) there. ipywidgets and matplotlib are imported inside the functions.
+
+>>> icl_vs_gd_explorer(view, tokenizer, results)      # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,11 @@ from typing import Sequence
 
 import numpy as np
 
-from lmscope.icl.tasks import BUILTIN_TASKS, Task
-from lmscope.icl.study import TaskResult, run_task
+from lmscope.core.view import ModelView
+from lmscope.icl.builtin_tasks import BUILTIN_TASKS
+from lmscope.icl.metrics import TaskResult
+from lmscope.icl.runs import run_task
+from lmscope.icl.tasks import Task
 
 METRICS = {"sim_aou": "SimAOU", "sim_am_delta": "SimAM_Δ"}
 
@@ -27,7 +33,7 @@ def layer_similarities(result: TaskResult, layer: int) -> dict[str, dict[str, fl
 
 
 def icl_vs_gd_explorer(
-    view,
+    view: ModelView,
     tokenizer,
     results: dict[str, TaskResult] | None = None,
     tasks: Sequence[str | Task] = BUILTIN_TASKS,

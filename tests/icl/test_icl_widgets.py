@@ -1,0 +1,24 @@
+"""The chapter 04 explorer: per-layer similarities, and the widget builds on a tiny model."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_tiny_model
+from icl_helpers import CharTokenizer, small_task, tiny_run
+
+from lmscope import ModelView
+
+
+def test_widget_layer_similarities_and_explorer():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lmscope.icl.widgets import icl_vs_gd_explorer, layer_similarities
+
+    view = ModelView(make_tiny_model("llama"))
+    res = tiny_run(view)
+    sims = layer_similarities(res, 1)
+    assert sims["sim_aou"]["gd"] == pytest.approx(res.seeds[0].sim_aou["gd"][:, 1].mean())
+    assert sims["sim_am_delta"]["lcgd"] == pytest.approx(res.seeds[0].sim_am_delta["lcgd"][:, 1].mean())
+    box = icl_vs_gd_explorer(view, CharTokenizer(), {"toy": res}, tasks=[small_task()], ks=(3,))
+    assert len(box.children) == 2
