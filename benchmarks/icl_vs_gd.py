@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 
 from lmscope import ModelView, load_model
-from lmscope.icl.tasks import BUILTIN_TASKS, PromptBuilder, get_task
-from lmscope.icl.study import PROFILES, run_study, sweep_lr
-from lmscope.icl.layer_causal import layer_losses, trainable_parameters
+from lmscope.core.profiles import settings
+from lmscope.icl.builtin_tasks import BUILTIN_TASKS, get_task
+from lmscope.icl.profiles import PROFILES
+from lmscope.icl.prompts import PromptBuilder
+from lmscope.icl.runs import RUNS, run_study, step_seconds, sweep_lr
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -29,34 +31,25 @@ RESULTS = Path(__file__).parent / "results"
 def step_times(view, tok, task="sentiment", k=8, repeats=3) -> dict:
     """Median seconds of one SGD step's forward + backward, GD vs LCGD, interleaved to share the noise."""
     t = get_task(task)
-    b = PromptBuilder(t, tok)
-    seqs = [b.training_sequence(e) for e in t.demonstrations(k, 0)]
-    params = trainable_parameters(view)
+    builder = PromptBuilder(t, tok)
+    tokens = statistics.mean(len(builder.training_sequence(e)[0]) for e in t.demonstrations(k, 0))
     out = {}
     for loss_on in ("label", "all"):
-        times = {"gd": [], "lcgd": []}
-        for _ in range(repeats):
-            for ids, label_pos in seqs:
-                for method in ("gd", "lcgd"):
-                    t0 = time.perf_counter()
-                    layer_losses(view, torch.tensor(ids), label_pos if loss_on == "label" else None, method, params)
-                    times[method].append(time.perf_counter() - t0)
+        times = step_seconds(view, tok, t, k=k, loss_on=loss_on, repeats=repeats)
         gd, lc = statistics.median(times["gd"]), statistics.median(times["lcgd"])
-        out[loss_on] = {"gd_s": gd, "lcgd_s": lc, "ratio": lc / gd, "n_steps": len(times["gd"]),
-                        "tokens": statistics.mean(len(s[0]) for s in seqs)}
+        out[loss_on] = {"gd_s": gd, "lcgd_s": lc, "ratio": lc / gd, "n_steps": len(times["gd"]), "tokens": tokens}
         print(f"loss on {loss_on:5s}: GD {gd * 1000:.0f} ms/step, LCGD {lc * 1000:.0f} ms/step, ratio {lc / gd:.2f}")
     return out
 
 
 def study_time(view, tok, profile: str) -> dict:
-    p = PROFILES[profile]
+    p = settings(PROFILES, profile)
     t0 = time.perf_counter()
     results = run_study(view, tok, p["tasks"], k=p["k"], seeds=p["seeds"], n_test=p["n_test"], progress=print)
     seconds = time.perf_counter() - t0
     print(f"profile {profile}: {seconds:.0f} s for {len(p['tasks'])} tasks x {len(p['seeds'])} seeds x {p['n_test']} examples")
     return {"profile": profile, "seconds": seconds, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()},
-            "accuracy": {n: {r: r_res for r, r_res in ((run, res.accuracy(run)) for run in ("zs", "icl", "gd", "lcgd"))}
-                         for n, res in results.items()}}
+            "accuracy": {n: {run: res.accuracy(run) for run in RUNS} for n, res in results.items()}}
 
 
 def sweep(view, tok, lrs, k=8) -> dict:
