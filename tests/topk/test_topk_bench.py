@@ -1,6 +1,7 @@
 """lmscope.topk.bench: the benchmark's pieces, one tiny real CPU run, saved results and their plot."""
 
 import json
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -65,6 +66,13 @@ def test_tiny_cpu_run_of_main(tmp_path, capsys):
     assert result["shape"] == {"batch": 1, "heads": 12, "d_head": 64, "k": 16, "causal": True, "chunk": None}
     assert [(r["dtype"], r["T"]) for r in result["ratios"]] == [("fp32", 128)]
     assert "top-k / SDPA" in capsys.readouterr().out
+
+
+def test_live_benchmark_writes_only_a_temporary_file(capsys):
+    result = bench.live_benchmark([64], extra_args=("--methods", "sdpa", "--k", "8"))
+    assert [(r["method"], r["T"]) for r in result["rows"]] == [("sdpa", 64)] and result["rows"][0]["time_s"] > 0
+    written = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("wrote "))
+    assert written.name == "topk_attention_live.json" and not written.exists()  # removed with its folder
 
 
 def test_find_and_load_saved_results(tmp_path, monkeypatch):

@@ -275,7 +275,7 @@ def saved_benchmarks(names: tuple[str, ...] = RESULT_NAMES, folders: list[Path] 
     return found
 
 
-def live_benchmark(lengths: list[int], reps: int = 1, extra_args: list[str] = ()) -> dict:
+def live_benchmark(lengths: list[int], reps: int = 1, extra_args: tuple[str, ...] = ()) -> dict:
     """Run :func:`main` on CPU at ``lengths`` with ``reps`` timed runs; its JSON goes to a temporary file."""
     with tempfile.TemporaryDirectory() as folder:
         return main(["--lengths", ",".join(map(str, lengths)), "--reps", str(reps), *extra_args,
