@@ -1,28 +1,25 @@
-"""The Debugger widget driven from Python: type, click, read what it shows."""
+"""The debugger app (DebuggerApp) driven from Python: type, click, read what it shows."""
 
 import pytest
-import torch
+from debugger_helpers import WordTokenizer, n_hooks
 
 from lmscope import ModelView
 from lmscope.debugger.annotations import Annotations
+from lmscope.debugger.app import DebuggerApp
 from lmscope.embedding.index import ProjectionIndex
-from lmscope.debugger.app import Debugger
 
 pytest.importorskip("ipywidgets")
 
 
-def _n_hooks(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
 @pytest.fixture
-def tiny_app(tmp_path):
+def tiny_app(tmp_path, monkeypatch):
     from conftest import make_tiny_model
 
+    monkeypatch.setenv("LMSCOPE_CACHE", str(tmp_path))
     model = make_tiny_model("llama")
     view = ModelView(model)
-    index = ProjectionIndex.compute(view, k=8)
-    app = Debugger(view, None, index=index, annotations=Annotations("tiny", tmp_path / "a.json", 3, view.cfg.d_ff))
+    index = ProjectionIndex.build(view, k=50)
+    app = DebuggerApp(view, None, index=index, annotations=Annotations("tiny", tmp_path / "a.json", 3, view.cfg.d_ff))
     app.prompt.value = "ignored"  # no tokenizer: traces take token ids, set below
     return app
 
@@ -43,13 +40,47 @@ def test_tiny_app_reports_errors_as_messages(tiny_app):
     assert "L&lt;layer&gt;D&lt;unit&gt;" in app.message.value
 
 
+def test_tiny_app_traces_shows_values_intervenes_searches_and_names(tmp_path, monkeypatch):
+    from conftest import make_tiny_model
+
+    monkeypatch.setenv("LMSCOPE_CACHE", str(tmp_path))
+    model = make_tiny_model("llama")
+    view = ModelView(model)
+    tok = WordTokenizer(["<pad>", "<s>", "</s>", " good", " great"] + [f" w{i}" for i in range(view.cfg.d_vocab - 5)])
+    app = DebuggerApp.from_model(view, tok, prompt=" w1 w2 w3")
+    assert app.annotations.path == tmp_path / "annotations.json"
+    app.trace_button.click()
+    assert app.message.value == "" and "Prediction" in app.prediction.value
+    assert len(app.table.children) == view.cfg.n_layers and len(app.table_rows()) == view.cfg.n_layers
+    first = app.last_trace.layers[0].ff_updates[0]
+    app.table.children[0].children[1].children[0].click()  # layer 0's first sub-update
+    assert app.selected == first.name and app.details_tokens.value.count("<code>") == 50
+    app.details_off.click()
+    assert [iv.describe() for iv in app.interventions] == [f"{first.name}=off"]
+    assert f"{first.name}=off" in app.prediction.value
+    assert app.last_trace.interventions == app.interventions
+    app.remove_intervention(first.name)
+    assert app.interventions == [] and "No interventions" in app.interventions_box.children[0].value
+    app.search_box.value = "good"
+    app.search_button.click()
+    assert app.search_results.children and "values for 'good'" in app.message.value
+    app.n_tokens.value = 5
+    app.generate_button.click()
+    assert app.last_generation == tok.decode(app.debugger.generate(" w1 w2 w3", 5))
+    app.annotation_box.value = f"{first.name} = first"
+    app.annotation_button.click()
+    assert "first" in app.annotation_list.value and app.annotations.get(first.name) == "first"
+    assert app.last_trace.layers[0].ff_updates[0].annotation == "first"  # the trace reran with the name
+    assert n_hooks(model) == 0
+
+
 @pytest.mark.slow
 def test_embedded_app_trace_details_intervene_search_annotate(smollm, tmp_path):
     model, tok = smollm
     view = ModelView(model)
-    index = ProjectionIndex.build(view, k=50, kind="values")
+    index = ProjectionIndex.build(view, k=50)
     notes = Annotations.for_model(view, tmp_path / "annotations.json")
-    app = Debugger(view, tok, index=index, annotations=notes)
+    app = DebuggerApp(view, tok, index=index, annotations=notes)
 
     app.prompt.value = "The capital of France is"
     app.trace_button.click()
@@ -95,7 +126,7 @@ def test_embedded_app_trace_details_intervene_search_annotate(smollm, tmp_path):
     app.n_tokens.value = 5
     app.generate_button.click()
     assert app.last_generation and "Greedy continuation" in app.generation.value
-    assert _n_hooks(model) == 0
+    assert n_hooks(model) == 0
 
     # annotations show in the trace and survive a restart
     app.annotation_box.value = f"{football} = football"

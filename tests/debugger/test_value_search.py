@@ -1,30 +1,20 @@
-"""Keyword search over the projection index, spherical k-means, and annotations."""
+"""Keyword search over the projection index."""
 
 import pytest
 import torch
+from debugger_helpers import TokenTable, WordTokenizer
 
 from lmscope.debugger.annotations import Annotations
-from lmscope.embedding.index import ProjectionIndex
-from lmscope.debugger.search import ValueSearch, normalize_word, spherical_kmeans
+from lmscope.debugger.search import ValueSearch, normalize_word
 
 VOCAB = ["<s>", " Paris", "Paris", "PARIS", "\u2581paris", " dog", "Dog", " cat", "\n", " the", "par", "is"]
 
 
-class FakeTokenizer:
-    """Decodes each id to the strings above (byte-level and sentencepiece-style spellings)."""
-
-    def __len__(self):
-        return len(VOCAB)
-
-    def batch_decode(self, seqs):
-        return ["".join(VOCAB[i] for i in s) for s in seqs]
-
-
 def _index(rows):
-    """An index of 2 layers x 2 units, k=4, from token-id rows."""
+    """A table of 2 layers x 2 units, k=4, from token-id rows."""
     ids = torch.tensor(rows).reshape(2, 2, 4)
     scores = torch.linspace(4, 1, 4).expand(2, 2, 4).clone()
-    return ProjectionIndex(ids=ids, scores=scores)
+    return TokenTable(ids=ids, scores=scores)
 
 
 ROWS = [
@@ -41,7 +31,7 @@ def test_normalize_word_drops_markers_and_case():
 
 
 def test_search_matches_every_spelling_and_ranks_brute_force():
-    search = ValueSearch(_index(ROWS), FakeTokenizer())
+    search = ValueSearch(_index(ROWS), WordTokenizer(VOCAB))
     assert sorted(search.token_ids("paris")) == [1, 2, 3, 4]
     hits = search.search("Paris")
     # brute force: best matching rank per value, weight 1 - rank / k
@@ -57,7 +47,7 @@ def test_search_matches_every_spelling_and_ranks_brute_force():
 
 
 def test_search_with_several_keywords_prefers_values_matching_more():
-    search = ValueSearch(_index(ROWS), FakeTokenizer())
+    search = ValueSearch(_index(ROWS), WordTokenizer(VOCAB))
     hits = search.search("dog, cat")
     assert hits[0].name in ("L0D0", "L1D0") and hits[0].n_keywords == 2
     assert {h.name for h in hits} == {"L0D0", "L1D0"}
@@ -65,50 +55,25 @@ def test_search_with_several_keywords_prefers_values_matching_more():
 
 
 def test_search_bad_input_and_no_hits():
-    search = ValueSearch(_index(ROWS), FakeTokenizer())
+    search = ValueSearch(_index(ROWS), WordTokenizer(VOCAB))
     with pytest.raises(ValueError, match="empty"):
         search.search("  , ")
     with pytest.raises(ValueError, match="No token of this vocabulary"):
         search.search("zebra")
     rows = [r[:] for r in ROWS]
     rows[0][1] = rows[1][0] = rows[3][3] = 0  # no ' the' anywhere
-    assert ValueSearch(_index(rows), FakeTokenizer()).search("the") == []
+    assert ValueSearch(_index(rows), WordTokenizer(VOCAB)).search("the") == []
+    with pytest.raises(ValueError, match="max_rank"):
+        ValueSearch(_index(ROWS), WordTokenizer(VOCAB), max_rank=5)
 
 
-def test_spherical_kmeans_recovers_separated_groups():
-    g = torch.Generator().manual_seed(0)
-    centers = torch.nn.functional.normalize(torch.randn(5, 16, generator=g), dim=1)
-    truth = torch.arange(5).repeat_interleave(40)
-    X = centers[truth] * torch.rand(200, 1, generator=g).add(0.5) + 0.05 * torch.randn(200, 16, generator=g)
-    result = spherical_kmeans(X, 5, seed=1)
-    # each true group lands in one cluster, and different groups in different clusters
-    mapping = {int(t): set(result.labels[truth == t].tolist()) for t in range(5)}
-    assert all(len(s) == 1 for s in mapping.values())
-    assert len({next(iter(s)) for s in mapping.values()}) == 5
-    assert result.mean_cosine > 0.9
-    with pytest.raises(ValueError, match="n_clusters"):
-        spherical_kmeans(X, 0)
-    with pytest.raises(ValueError, match="non-empty"):
-        spherical_kmeans(torch.zeros(0, 3), 1)
-
-
-def test_annotations_survive_restart(tmp_path):
-    path = tmp_path / "annotations.json"
-    notes = Annotations("model-a", path, n_layers=30, d_ff=1536)
-    notes.set("L12D34", "sports")
-    assert notes.add(" l3d7 =  negation ") == ("L3D7", "negation")
-    Annotations("model-b", path).set("L0D0", "other model")
-    again = Annotations("model-a", path, n_layers=30, d_ff=1536)  # a fresh process reads the file
-    assert again.get("L12D34") == "sports" and again.get("L3D7") == "negation"
-    assert again.items() == [("L3D7", "negation"), ("L12D34", "sports")]
-    assert again.search("SPORT") == ["L12D34"]
-    assert Annotations("model-b", path).get("L0D0") == "other model"
-    again.remove("L12D34")
-    assert Annotations("model-a", path).get("L12D34") is None
-    with pytest.raises(IndexError, match="layer 99"):
-        again.set("L99D1", "x")
-    with pytest.raises(ValueError, match="L<layer>D<unit>"):
-        again.set("sports", "x")
-    with pytest.raises(ValueError, match="'L12D34 = label'"):
-        again.add("L1D1 sports")
-    assert again.get("L99D1") is None
+def test_search_limits_ranks_and_shows_names(tmp_path):
+    notes = Annotations("m", tmp_path / "a.json", 2, 2)
+    notes.set("L1D1", "capital")
+    search = ValueSearch(_index(ROWS), WordTokenizer(VOCAB), annotations=notes, max_rank=2)
+    hits = search.search("paris")
+    assert [h.name for h in hits] == ["L0D0", "L1D1"]  # L0D1's 'Paris' is at rank 3, past max_rank
+    assert hits[1].annotation == "capital" and hits[1].n_keywords == 1
+    assert hits[1].matched == [("PARIS", 0), ("\u2581paris", 1)]
+    assert hits[0].score == pytest.approx(1.0) and hits[1].score == pytest.approx(1.0)
+    assert len(search.search("paris", limit=1)) == 1

@@ -1,7 +1,8 @@
 """Names for value vectors ("L12D34 = sports"), kept in a JSON file in the cache folder.
 
-One file, ``cache_dir()/annotations.json``, maps a model name to ``{value name: label}``;
-every change is written at once (atomically), so names survive a restart.
+One file, ``cache_dir()/annotations.json``, maps a model name (:attr:`lmscope.core.view.ModelView.name`,
+e.g. ``smollm2-135m``) to ``{value name: label}``; every change is written at once (atomically),
+so names survive a restart.
 
 >>> notes = Annotations.for_model(view)      # doctest: +SKIP
 >>> notes.set("L12D34", "sports")            # doctest: +SKIP
@@ -12,20 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 
-from lmscope.debugger.engine import parse_value_name, value_name
 from lmscope.core.models import cache_dir
+from lmscope.debugger.interventions import parse_value_name, value_name
 
 FILE_NAME = "annotations.json"
-
-
-def model_key(view) -> str:
-    """A short name of the viewed model: the last part of its name or path (``smollm2-135m``)."""
-    raw = str(getattr(view.model.config, "name_or_path", "") or view.cfg.model_type).rstrip("/")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw.split("/")[-1] or view.cfg.model_type)
 
 
 class Annotations:
@@ -40,7 +34,8 @@ class Annotations:
 
     @classmethod
     def for_model(cls, view, path: str | Path | None = None) -> "Annotations":
-        return cls(model_key(view), path, view.cfg.n_layers, view.cfg.d_ff)
+        """The labels of the viewed model (keyed by ``view.name``), range-checked against its sizes."""
+        return cls(view.name, path, view.cfg.n_layers, view.cfg.d_ff)
 
     # -- reading and writing -------------------------------------------------------------
     def _read(self) -> dict[str, dict[str, str]]:
@@ -66,19 +61,19 @@ class Annotations:
             raise
 
     # -- the labels -----------------------------------------------------------------------
-    def _name(self, name: str) -> str:
+    def _canonical(self, name: str) -> str:
         return value_name(*parse_value_name(name, self.n_layers, self.d_ff))
 
     def get(self, name: str) -> str | None:
         """The label of a value (``'L12D34'``), or None."""
         try:
-            return self._labels.get(self._name(name))
+            return self._labels.get(self._canonical(name))
         except (ValueError, IndexError):
             return None
 
     def set(self, name: str, label: str) -> None:
         """Name a value; an empty label removes the name. Saved at once."""
-        key = self._name(name)
+        key = self._canonical(name)
         label = (label or "").strip()
         if label:
             self._labels[key] = label
@@ -94,7 +89,7 @@ class Annotations:
         if not label:
             raise ValueError(f"The annotation {text!r} has no label after '='.")
         self.set(name, label)
-        return self._name(name), label
+        return self._canonical(name), label
 
     def remove(self, name: str) -> None:
         self.set(name, "")

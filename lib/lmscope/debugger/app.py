@@ -1,7 +1,7 @@
 """The LM-Debugger as an ipywidgets app (in a notebook, or served as a page by Voilà).
 
->>> app = Debugger.from_model(view, tokenizer)   # doctest: +SKIP
->>> app                                          # doctest: +SKIP  (displays it)
+>>> app = DebuggerApp.from_model(view, tokenizer)   # doctest: +SKIP
+>>> app                                             # doctest: +SKIP  (displays it)
 
 Prompt box, Trace and Generate; a per-layer table (logit lens before/after attention
 and FF, the dominant sub-updates as buttons, the dominant heads); value details on
@@ -9,29 +9,28 @@ click (top 50 tokens, switch on/off, name it); keyword search over the projectio
 index; the interventions list (enable toggle, off/on/number, remove); annotations.
 Every handler catches its errors and shows them as a message, never a traceback,
 so the app keeps working. Widget classes (``lmscope-*``) give browser tests handles.
-ipywidgets is imported here only, so the core library imports without it.
+The engine behind it is :class:`lmscope.debugger.engine.LMDebugger`; ipywidgets is imported
+inside :class:`DebuggerApp`, so this module imports without it.
 """
 
 from __future__ import annotations
 
 import functools
-import html
 from typing import Callable
 
-from lmscope.debugger.engine import Intervention, LMDebugger, parse_coefficient
+from lmscope.debugger.engine import LMDebugger
+from lmscope.debugger.interventions import Intervention, parse_coefficient
+from lmscope.display import esc
 
 MODE_LABELS = ("off", "on", "value")
 
 
-def _esc(text: str) -> str:
-    return html.escape(str(text), quote=False)
-
-
 def _tokens_html(tops, n: int = 3) -> str:
-    return " ".join(f"<code>{_esc(t)}</code><small>{p:.2f}</small>" for t, p in tops[:n])
+    """The first ``n`` of ``[(text, probability)]`` as HTML."""
+    return " ".join(f"<code>{esc(t)}</code><small>{p:.2f}</small>" for t, p in tops[:n])
 
 
-class Debugger:
+class DebuggerApp:
     """The debugger app for one model; ``.widget`` is the root widget (it displays itself)."""
 
     def __init__(self, view, tokenizer, index=None, annotations=None, prompt: str = "The capital of France is",
@@ -119,7 +118,7 @@ class Debugger:
         self._show_annotations()
 
     @classmethod
-    def from_model(cls, view, tokenizer, build_index: bool = True, **kwargs) -> "Debugger":
+    def from_model(cls, view, tokenizer, build_index: bool = True, **kwargs) -> "DebuggerApp":
         """The app with the (cached) projection index of ``view`` and the saved annotations."""
         from lmscope.debugger.annotations import Annotations
 
@@ -127,7 +126,7 @@ class Debugger:
         if build_index:
             from lmscope.embedding.index import ProjectionIndex
 
-            index = ProjectionIndex.build(view, k=50, kind="values")
+            index = ProjectionIndex.build(view, k=50)
         return cls(view, tokenizer, index=index, annotations=Annotations.for_model(view), **kwargs)
 
     def _ipython_display_(self):
@@ -156,7 +155,7 @@ class Debugger:
 
     def show_message(self, text: str, error: bool = False) -> None:
         color = "#b00020" if error else "#555"
-        self.message.value = f"<span style='color:{color}'>{_esc(text)}</span>" if text else ""
+        self.message.value = f"<span style='color:{color}'>{esc(text)}</span>" if text else ""
 
     def _progress(self, done: int, total: int) -> None:
         self.progress.layout.visibility = "visible"
@@ -171,7 +170,7 @@ class Debugger:
         self.last_trace = trace
         active = [iv.describe() for iv in self.interventions if iv.enabled]
         self.prediction.value = (
-            f"<b>Prediction</b> after <code>{_esc(trace.tokens[trace.position])}</code> "
+            f"<b>Prediction</b> after <code>{esc(trace.tokens[trace.position])}</code> "
             f"(position {trace.position}{'; with ' + ', '.join(active) if active else ''}): "
             + _tokens_html(trace.prediction, 5)
         )
@@ -184,7 +183,7 @@ class Debugger:
         for lt in trace.layers:
             lens = (f"<b>L{lt.layer}</b> before attn {_tokens_html(lt.before_attn, 2)} &nbsp;| after attn "
                     f"{_tokens_html(lt.after_attn, 2)} &nbsp;| after FF {_tokens_html(lt.after_ff, 3)}"
-                    f"<br><small>heads: " + ", ".join(f"H{h.head} {_esc(' '.join(h.tokens[:3]))}" for h in lt.heads)
+                    f"<br><small>heads: " + ", ".join(f"H{h.head} {esc(' '.join(h.tokens[:3]))}" for h in lt.heads)
                     + "</small>")
             buttons = []
             for u in lt.ff_updates[: self.n_show]:
@@ -212,19 +211,19 @@ class Debugger:
                                            progress=self._progress)
         self.last_generation = text
         active = [iv.describe() for iv in self.interventions if iv.enabled]
-        self.generation.value = (f"<b>Greedy continuation</b>{' with ' + _esc(', '.join(active)) if active else ''}: "
-                                 f"<span style='background:#eef'>{_esc(text)}</span>")
+        self.generation.value = (f"<b>Greedy continuation</b>{' with ' + esc(', '.join(active)) if active else ''}: "
+                                 f"<span style='background:#eef'>{esc(text)}</span>")
         self.show_message("")
 
     # -- value details ------------------------------------------------------------------------
     def show_value(self, name: str) -> None:
         d = self.debugger.value_details(name, k=50)
         self.selected = d.name
-        label = f" = <b>{_esc(d.annotation)}</b>" if d.annotation else ""
+        label = f" = <b>{esc(d.annotation)}</b>" if d.annotation else ""
         self.details_title.value = f"<b>{d.name}</b>{label} &nbsp; ||v|| = {d.norm:.2f}; top 50 tokens of v·W_U:"
         self.details_label.value = d.annotation or ""
         self.details_tokens.value = "<div style='line-height:1.8'>" + " ".join(
-            f"<code>{_esc(t)}</code><small>{s:.2f}</small>" for t, s in zip(d.tokens, d.scores)) + "</div>"
+            f"<code>{esc(t)}</code><small>{s:.2f}</small>" for t, s in zip(d.tokens, d.scores)) + "</div>"
 
     # -- interventions --------------------------------------------------------------------------
     def add_intervention(self, name: str | None, coefficient="on") -> Intervention:
@@ -301,11 +300,11 @@ class Debugger:
     def run_search(self) -> None:
         W = self.W
         if self.search_engine is None:
-            raise ValueError("Search needs the projection index: start the app with Debugger.from_model(view, tokenizer).")
+            raise ValueError("Search needs the projection index: start the app with DebuggerApp.from_model(view, tokenizer).")
         query = self.search_box.value
         hits = self.search_engine.search(query, limit=20)
         if not hits:
-            self.search_results.children = [W.HTML(f"<i>No value has {_esc(query)!s} among its top tokens.</i>")]
+            self.search_results.children = [W.HTML(f"<i>No value has {esc(query)!s} among its top tokens.</i>")]
             return
         buttons = []
         for h in hits:
@@ -321,7 +320,7 @@ class Debugger:
     # -- annotations ------------------------------------------------------------------------------
     def save_annotation(self, text: str) -> None:
         if self.annotations is None:
-            raise ValueError("This app has no annotations store: start it with Debugger.from_model.")
+            raise ValueError("This app has no annotations store: start it with DebuggerApp.from_model.")
         name, label = self.annotations.add(text)
         self.show_message(f"Saved {name} = {label}.")
         self._show_annotations()
@@ -333,4 +332,4 @@ class Debugger:
         if self.annotations is None or not len(self.annotations):
             self.annotation_list.value = "<i>No named values yet.</i>"
             return
-        self.annotation_list.value = " · ".join(f"<b>{_esc(n)}</b> = {_esc(l)}" for n, l in self.annotations.items())
+        self.annotation_list.value = " · ".join(f"<b>{esc(n)}</b> = {esc(l)}" for n, l in self.annotations.items())

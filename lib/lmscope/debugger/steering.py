@@ -15,7 +15,8 @@ The experiment of the LM-Debugger chapter (after Geva et al. 2022, who switched 
    generated for the first random draw only (generation is the slow part).
 
 :func:`dose_response` repeats the mass measurement for several scales of the "on"
-coefficient: the original's full "on" is a very strong push for a small model.
+coefficient: the original's full "on" is a very strong push for a small model, and
+:func:`plot_steering` draws both (matplotlib is imported inside it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lmscope.debugger.engine import Intervention, LMDebugger
+from lmscope.debugger.engine import LMDebugger
+from lmscope.debugger.interventions import Intervention, random_values
 
 SUBJECTS = ["the movie", "my new job", "the weather", "our trip", "the restaurant", "this phone", "the meeting",
             "her speech", "the city", "the book", "the game", "my neighbor"]
@@ -76,21 +78,6 @@ def paired_effect(treated: np.ndarray, control: np.ndarray, n_boot: int = 4000, 
             "p_wilcoxon": p, "n": int(len(d))}
 
 
-def random_values(view, layers: list[int], seed: int, exclude=(), scale: float | None = None) -> list[Intervention]:
-    """One random unit in each of ``layers`` (so the control matches the chosen values' layers), switched on."""
-    g = torch.Generator().manual_seed(seed)
-    taken = {(iv.layer, iv.unit) for iv in exclude}
-    out = []
-    for layer in layers:
-        while True:
-            unit = int(torch.randint(view.cfg.d_ff, (1,), generator=g))
-            if (layer, unit) not in taken:
-                taken.add((layer, unit))
-                out.append(Intervention(layer, unit, "on", scale))
-                break
-    return out
-
-
 @dataclass
 class SteeringResult:
     """Per-prompt measurements for every condition (``clean``, ``searched``, ``random0``, ...)."""
@@ -103,6 +90,13 @@ class SteeringResult:
     score: dict[str, np.ndarray] = field(default_factory=dict)  # condition -> (n_prompts,) lexicon score
     continuations: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+    scale: float | None = None  # the fraction of the original "on" (None: the full "on")
+    n_tokens: int = 0  # tokens per greedy continuation (0: none generated)
+
+    @property
+    def conditions(self) -> list[str]:
+        """``['clean', 'searched', 'random0', ...]``: every condition whose concept mass was measured."""
+        return list(self.mass)
 
     def random_mean(self, table: dict[str, np.ndarray]) -> np.ndarray:
         """Per prompt, the mean over the random draws that were measured."""
@@ -167,7 +161,8 @@ def steering_experiment(dbg: LMDebugger, search, prompts: list[str], query: str,
             done += 1
             if progress is not None:
                 progress(done, total)
-    return SteeringResult(prompts, values, random_sets, mass, opp, score, texts, time.perf_counter() - start)
+    return SteeringResult(prompts, values, random_sets, mass, opp, score, texts, time.perf_counter() - start,
+                          scale, n_tokens)
 
 
 @torch.no_grad()
@@ -188,3 +183,33 @@ def dose_response(dbg: LMDebugger, search, prompts: list[str], query: str, scale
         for name, ivs in (("searched", base), ("random", rnd)):
             out[name].append(mean_mass([Intervention(iv.layer, iv.unit, "on", float(s)) for iv in ivs]))
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def plot_steering(result: SteeringResult, dose: dict[str, np.ndarray] | None = None, concept: str = "positive",
+                  opposite: str = "negative"):
+    """Figure: concept mass per condition, the lexicon score of the continuations (mean and standard
+    error over prompts) and, given the output of :func:`dose_response`, the mass against the scale."""
+    import matplotlib.pyplot as plt
+
+    n_panels = 2 + (dose is not None)
+    fig, axes = plt.subplots(1, n_panels, figsize=(14 if dose is not None else 9.5, 4), layout="constrained")
+    ax, bx = axes[0], axes[1]
+    conds = result.conditions
+    ax.bar(conds, [result.mass[c].mean() for c in conds], color=["grey", "C2"] + ["C0"] * (len(conds) - 2))
+    on = "on" if result.scale is None else f"on x {result.scale:g}"
+    ax.set(ylabel=f"P({concept} word next)", title=f"concept mass, {on}")
+    generated = list(result.score)
+    n = len(result.prompts)
+    bx.bar(generated, [result.score[c].mean() for c in generated], color=["grey", "C2", "C0"][: len(generated)],
+           yerr=[result.score[c].std(ddof=1) / np.sqrt(n) if n > 1 else 0.0 for c in generated])
+    bx.set(ylabel=f"{concept} - {opposite} words", title=f"greedy continuations ({result.n_tokens} tokens)")
+    if dose is not None:
+        cx = axes[2]
+        n_values = len(result.values)
+        cx.plot(dose["scale"], dose["searched"], marker="o", color="C2", label=f"{n_values} searched values")
+        cx.plot(dose["scale"], dose["random"], marker="o", color="C0", label=f"{n_values} random values")
+        cx.plot(dose["scale"], dose["clean"], color="grey", ls="--", label="unchanged")
+        cx.set(xscale="log", xlabel="fraction of the original 'on' coefficient", ylabel=f"P({concept} word next)",
+               title="dose-response")
+        cx.legend()
+    return fig

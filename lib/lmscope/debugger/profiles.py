@@ -1,0 +1,17 @@
+"""Run sizes of chapter 02 (LM-Debugger) by profile; read with :func:`lmscope.core.profiles.settings`.
+
+``n_prompts`` neutral prompts for the steering experiment, ``n_tokens`` per greedy continuation,
+``n_random`` draws of the random-value control, ``dose_prompts`` prompts and ``scales`` (fractions
+of the original "on") for the dose-response, ``n_clusters`` for spherical k-means of all values.
+
+>>> from lmscope.core.profiles import settings
+>>> settings(PROFILES, "quick")["n_prompts"]
+50
+"""
+
+PROFILES = {
+    "quick": dict(n_prompts=50, n_tokens=6, n_random=1, dose_prompts=10, scales=(0.05, 0.1, 0.25, 1.0),
+                  n_clusters=256),
+    "full": dict(n_prompts=60, n_tokens=10, n_random=3, dose_prompts=30, scales=(0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
+                 n_clusters=1024),
+}
