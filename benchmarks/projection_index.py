@@ -1,6 +1,6 @@
 """Projection-index build time against the bare matrix-product floor.
 
-    python benchmarks/projection_index.py [--model smollm2-135m] [--kind values] [--repeats 2] [--device cpu]
+    python benchmarks/projection_index.py [--model smollm2-135m] [--group ff_values] [--repeats 2] [--device cpu]
 
 The floor is the same chunked products ``rows @ W_U`` for every layer, without the top-k
 and without storing anything: no index can be built faster on this machine with these
@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from lmscope import ModelView, load_model
-from lmscope.embedding.index import ProjectionIndex, unit_vectors, weights_fingerprint
+from lmscope.embedding.index import INDEX_GROUPS, ProjectionIndex, weights_fingerprint
+from lmscope.embedding.projection import group_vectors
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -31,12 +32,12 @@ def sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def matmul_floor(view, kind: str, chunk_size: int, device: torch.device) -> float:
+def matmul_floor(view, group: str, chunk_size: int, device: torch.device) -> float:
     W_U = view.W_U.detach().to(device, torch.float32)
     sync(device)
     start = time.perf_counter()
     for layer in range(view.cfg.n_layers):
-        rows = unit_vectors(view, layer, kind).detach()
+        rows = group_vectors(view, layer, group).detach()
         for s in range(0, rows.shape[0], chunk_size):
             out = rows[s : s + chunk_size].to(device, torch.float32) @ W_U
             del out
@@ -44,10 +45,10 @@ def matmul_floor(view, kind: str, chunk_size: int, device: torch.device) -> floa
     return time.perf_counter() - start
 
 
-def build_time(view, kind: str, k: int, chunk_size: int, device: torch.device) -> float:
+def build_time(view, group: str, k: int, chunk_size: int, device: torch.device) -> float:
     sync(device)
     start = time.perf_counter()
-    ProjectionIndex.compute(view, k, kind, chunk_size=chunk_size, device=device)
+    ProjectionIndex.compute(view, k, group, chunk_size=chunk_size, device=device)
     sync(device)
     return time.perf_counter() - start
 
@@ -55,7 +56,7 @@ def build_time(view, kind: str, k: int, chunk_size: int, device: torch.device) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--kind", default="values", choices=["values", "keys", "gate_keys"])
+    parser.add_argument("--group", default="ff_values", choices=list(INDEX_GROUPS))
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2)
@@ -75,18 +76,18 @@ def main() -> None:
         model, _ = load_model(args.model)
     view = ModelView(model)
     device = torch.device(args.device)
-    matmul_floor(view, args.kind, args.chunk_size, device)  # warm-up (kernels, page cache)
+    matmul_floor(view, args.group, args.chunk_size, device)  # warm-up (kernels, page cache)
     floors, builds = [], []
     for _ in range(args.repeats):
-        floors.append(matmul_floor(view, args.kind, args.chunk_size, device))
-        builds.append(build_time(view, args.kind, args.k, args.chunk_size, device))
+        floors.append(matmul_floor(view, args.group, args.chunk_size, device))
+        builds.append(build_time(view, args.group, args.k, args.chunk_size, device))
     start = time.perf_counter()
-    weights_fingerprint(view, args.kind)
+    weights_fingerprint(view, args.group)
     fingerprint_s = time.perf_counter() - start
     cfg = view.cfg
     result = {
         "model": args.model,
-        "kind": args.kind,
+        "group": args.group,
         "shape": f"{cfg.n_layers} layers x {cfg.d_ff} units x {cfg.d_vocab} tokens (d_model {cfg.d_model})",
         "k": args.k,
         "chunk_size": args.chunk_size,
@@ -103,7 +104,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"{args.model} {args.kind} index on {result['device']}: build {result['index_build_s']:.2f} s, "
+    print(f"{args.model} {args.group} index on {result['device']}: build {result['index_build_s']:.2f} s, "
           f"matmul floor {result['matmul_floor_s']:.2f} s, ratio {result['ratio']:.2f} "
           f"(fingerprint {fingerprint_s:.2f} s) -> {out}")
 

@@ -1,14 +1,13 @@
-"""Vocabulary readings: a hand-checked case, pair search against brute force, rotation invariance."""
+"""Vocabulary readings: a hand-checked case, group shapes, head pairs against the full matrix, rotation invariance."""
 
 import pytest
 import torch
 
 from lmscope import ModelView
-from lmscope.embedding.projection import (
-    GROUPS, Projector, group_vectors, keep_k, keep_k_similarity, n_vectors, top_entries, top_pairs,
-)
+from lmscope.embedding.projection import GROUPS, Projector, group_vectors, n_vectors
 
 from conftest import make_tiny_model
+from test_top_k import brute_force_pairs
 
 
 def test_hand_checked_reading():
@@ -46,38 +45,6 @@ def test_group_vectors_shapes(family):
     torch.testing.assert_close(group_vectors(view, 2, "W_O")[2 * cfg.d_head + 5], lv.W_O[2][5])
 
 
-def _brute_pairs(M, k, drop_diag=False, mask=None):
-    M = M.clone()
-    if drop_diag:
-        M.fill_diagonal_(float("-inf"))
-    if mask is not None:
-        M[~mask] = float("-inf")
-        M[:, ~mask] = float("-inf")
-    vals, flat = torch.topk(M.flatten(), k)
-    return vals, flat // M.shape[1], flat % M.shape[1]
-
-
-@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
-def test_top_pairs_against_brute_force(chunk_size):
-    g = torch.Generator().manual_seed(0)
-    A, B = torch.randn(61, 5, generator=g, dtype=torch.float64), torch.randn(61, 5, generator=g, dtype=torch.float64)
-    M = A @ B.T
-    for kwargs in ({}, {"drop_diagonal": True}):
-        s, r, c = top_pairs(A, B, 25, chunk_size=chunk_size, **kwargs)
-        vals, rr, cc = _brute_pairs(M, 25, drop_diag=bool(kwargs))
-        torch.testing.assert_close(s, vals)
-        assert r.tolist() == rr.tolist() and c.tolist() == cc.tolist()
-    s, r, c = top_pairs(A, B, 10, negative=True, chunk_size=chunk_size)
-    vals, rr, cc = _brute_pairs(-M, 10)
-    torch.testing.assert_close(s, -vals)
-    assert r.tolist() == rr.tolist()
-    mask = torch.rand(61, generator=g) > 0.4
-    s, r, c = top_pairs(A, B, 12, row_mask=mask, col_mask=mask, chunk_size=chunk_size)
-    vals, rr, cc = _brute_pairs(M, 12, mask=mask)
-    torch.testing.assert_close(s, vals)
-    assert r.tolist() == rr.tolist() and c.tolist() == cc.tolist()
-
-
 @pytest.mark.parametrize("circuit", ["qk", "vo"])
 @pytest.mark.parametrize("reading", ["transpose", "pinv"])
 def test_head_pairs_match_the_full_vocabulary_matrix(circuit, reading):
@@ -94,7 +61,7 @@ def test_head_pairs_match_the_full_vocabulary_matrix(circuit, reading):
         W = (lv.W_V[2] @ lv.W_O[2]).float()
         full = E_in.T @ W @ E
     pairs = proj.head_pairs(1, 2, circuit, k=30, chunk_size=8)
-    vals, rr, cc = _brute_pairs(full, 30)
+    vals, rr, cc = brute_force_pairs(full, 30)
     torch.testing.assert_close(pairs.scores, vals, rtol=1e-4, atol=1e-5)
     assert pairs.row_ids.tolist() == rr.tolist() and pairs.col_ids.tolist() == cc.tolist()
     assert len(pairs.rows()) == 30
@@ -116,17 +83,6 @@ def test_reading_is_invariant_to_rotating_the_residual_basis():
     assert not torch.allclose(v.double() @ R, v.double(), atol=1e-2)
 
 
-def test_keep_k():
-    x = torch.tensor([[3.0, -5.0, 1.0, 0.5]])
-    assert keep_k(x, 2).tolist() == [[3.0, -5.0, 0.0, 0.0]]
-    view = ModelView(make_tiny_model("gpt2"))
-    X = group_vectors(view, 0, "ff_values")[:20]
-    full = keep_k_similarity(X, view.W_U, [view.cfg.d_vocab], reading="pinv")
-    assert full[0] < 1.0  # X (E E^T)^-1 X^T is not X X^T
-    sims = keep_k_similarity(X, view.W_U, [5, 40, view.cfg.d_vocab], reading="transpose")
-    assert all(-1 <= s <= 1 for s in sims) and sims[-1] > sims[0]
-
-
 def test_bad_input():
     view = ModelView(make_tiny_model("gpt2"))
     proj = Projector(view)
@@ -140,8 +96,6 @@ def test_bad_input():
         proj.read(0, "W_X", 0)
     with pytest.raises(ValueError, match="larger than the vocabulary"):
         proj.read(0, "ff_values", 0, k=view.cfg.d_vocab + 1)
-    with pytest.raises(ValueError, match="allowed tokens"):
-        top_entries(torch.randn(10), 3, mask=torch.tensor([True, True] + [False] * 8))
     with pytest.raises(ValueError, match="Unknown reading"):
         Projector(view, reading="inverse")
     with pytest.raises(ValueError, match="Unknown circuit"):

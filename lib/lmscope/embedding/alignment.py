@@ -11,29 +11,29 @@ kernel trick), never a |V|-dimensional vector:
 :func:`match` finds the best one-to-one assignment (Hungarian, scipy), and
 ``space="raw"`` does the same on raw coordinates as the control.
 
-A known answer to test this on: :func:`functional_copy` builds a model that computes the
-same function as a Llama-style model but whose residual basis is rotated by a random
-orthogonal matrix (norm gains folded first) and whose heads and FF units are permuted.
+A known answer to test this on: :func:`lmscope.embedding.functional_copy.functional_copy`
+builds a model that computes the same function but whose residual basis is rotated by a random
+orthogonal matrix (norm gains folded first) and whose heads and FF units are permuted;
+:func:`layer_match_accuracy` and :func:`copy_recovery` score how much of that truth the
+matching recovers, in embedding and in raw space.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from torch import nn
 
 from lmscope.core.view import ModelView
+from lmscope.embedding.functional_copy import CopyTruth
 from lmscope.embedding.projection import group_vectors
 
 Tensor = torch.Tensor
 
 SPACES = ("embedding", "raw")
 STATS = ("mean_abs", "best_match")
-ROTATABLE = ("llama", "mistral", "qwen2")
 
 
 # -- shared vocabulary ----------------------------------------------------------------------
@@ -46,7 +46,9 @@ def check_shared_vocabulary(view_a: ModelView, view_b: ModelView, tokenizer_a=No
             "translation need two models with the same tokenizer (e.g. gpt2 and gpt2-medium, or Pythia seeds)."
         )
     if tokenizer_a is not None and tokenizer_b is not None and tokenizer_a.get_vocab() != tokenizer_b.get_vocab():
-        raise ValueError("The models do not share a vocabulary: same size, but their tokenizers map tokens differently.")
+        raise ValueError(
+            "The models do not share a vocabulary: same size, but their tokenizers map tokens differently."
+        )
 
 
 # -- correlations ---------------------------------------------------------------------------
@@ -182,90 +184,50 @@ def head_similarity(view_a: ModelView, view_b: ModelView, layer_a: int, layer_b:
     return (total / len(groups)).numpy()
 
 
-# -- a functionally identical copy with a known answer ----------------------------------------
-@dataclass
-class CopyTruth:
-    """How a :func:`functional_copy` relates to its original (new index -> old index)."""
+# -- how much of a known answer the matching recovers -------------------------------------------
+def layer_match_accuracy(similarity) -> float:
+    """Fraction of layers of model a that :func:`match` pairs with the layer of the same index in b.
 
-    rotation: Tensor  # (d_model, d_model) orthogonal R: copy's residual = original's residual @ R
-    head_perm: list[np.ndarray]  # per layer (n_heads,): copy head h is original head head_perm[h]
-    kv_perm: list[np.ndarray]  # per layer (n_kv_heads,)
-    ff_perm: list[np.ndarray]  # per layer (d_ff,): copy unit i is original unit ff_perm[i]
-
-    @staticmethod
-    def inverse(perm: np.ndarray) -> np.ndarray:
-        inv = np.empty_like(perm)
-        inv[perm] = np.arange(len(perm))
-        return inv
-
-
-def _set(linear: nn.Linear, weight: Tensor, bias: Tensor | None = None) -> None:
-    linear.weight = nn.Parameter(weight.contiguous(), requires_grad=linear.weight.requires_grad)
-    if bias is not None:
-        linear.bias = nn.Parameter(bias.contiguous(), requires_grad=linear.bias.requires_grad)
-
-
-@torch.no_grad()
-def functional_copy(model: nn.Module, *, seed: int = 0, rotate: bool = True,
-                    permute: bool = True) -> tuple[nn.Module, CopyTruth]:
-    """A deep copy computing the same function, in a rotated basis with permuted heads and FF units.
-
-    Llama-style models (RMSNorm, pre-norm): every RMSNorm gain is folded into the weights
-    that read its output (q/k/v, gate/up, and the unembedding for the final norm, which
-    unties a tied unembedding); then the residual basis is rotated by a random orthogonal
-    R (RMSNorm without a gain commutes with it), key/value head groups are permuted together
-    with their query heads, query heads within each group, and FF units in every layer.
+    ``similarity`` is a square L x L matrix (e.g. :func:`layer_similarity` of two models with the
+    same layers); NaN when it is not square (there is no same-index answer).
     """
-    view = ModelView(model)
-    cfg = view.cfg
-    if cfg.model_type not in ROTATABLE:
-        raise ValueError(
-            f"functional_copy supports RMSNorm pre-norm families ({', '.join(ROTATABLE)}), not "
-            f"'{cfg.model_type}': a LayerNorm's centering does not commute with a rotation."
-        )
-    g = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    new = copy.deepcopy(model)
-    dtype = view.W_E.dtype
-    d, dh, H, Hkv, rep = cfg.d_model, cfg.d_head, cfg.n_heads, cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads
-    R = torch.eye(d, dtype=torch.float64)
-    if rotate:
-        Q, Rr = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-        R = Q * torch.sign(torch.diagonal(Rr))  # Haar-distributed orthogonal
-    Rd = R.to(dtype)
-    ident = lambda n: np.arange(n)  # noqa: E731
+    S = np.asarray(similarity, dtype=float)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        return float("nan")
+    return float(np.mean(match(S) == np.arange(S.shape[0])))
 
-    def rows(w: Tensor, perm: np.ndarray, block: int) -> Tensor:  # permute row blocks of (n*block, ...)
-        return w.reshape(len(perm), block, *w.shape[1:])[torch.as_tensor(perm)].reshape(w.shape)
 
-    inner = new.model
-    inner.embed_tokens.weight = nn.Parameter(inner.embed_tokens.weight.detach() @ Rd)
-    head_perms, kv_perms, ff_perms = [], [], []
-    for layer in inner.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        kv_perm = rng.permutation(Hkv) if permute else ident(Hkv)
-        within = [rng.permutation(rep) if permute else ident(rep) for _ in range(Hkv)]
-        head_perm = np.array([kv_perm[gi] * rep + within[gi][r] for gi in range(Hkv) for r in range(rep)])
-        ff_perm = rng.permutation(cfg.d_ff) if permute else ident(cfg.d_ff)
-        g1 = layer.input_layernorm.weight.detach().clone()
-        for proj, perm, n in ((attn.q_proj, head_perm, H), (attn.k_proj, kv_perm, Hkv), (attn.v_proj, kv_perm, Hkv)):
-            w = rows(proj.weight.detach() * g1, perm, dh) @ Rd  # W diag(g) R, head blocks permuted
-            b = rows(proj.bias.detach(), perm, dh) if proj.bias is not None else None
-            _set(proj, w, b)
-        wo = attn.o_proj.weight.detach()  # (d, H*dh)
-        wo = rows(wo.T, head_perm, dh).T  # permute input columns by head
-        _set(attn.o_proj, Rd.T @ wo, attn.o_proj.bias.detach() @ Rd if attn.o_proj.bias is not None else None)
-        layer.input_layernorm.weight.fill_(1.0)
-        g2 = layer.post_attention_layernorm.weight.detach().clone()
-        for proj in (mlp.gate_proj, mlp.up_proj):
-            _set(proj, (proj.weight.detach() * g2)[torch.as_tensor(ff_perm)] @ Rd)
-        _set(mlp.down_proj, Rd.T @ mlp.down_proj.weight.detach()[:, torch.as_tensor(ff_perm)])
-        layer.post_attention_layernorm.weight.fill_(1.0)
-        head_perms.append(head_perm), kv_perms.append(kv_perm), ff_perms.append(ff_perm)
-    gf = inner.norm.weight.detach().clone()
-    new.lm_head.weight = nn.Parameter((new.lm_head.weight.detach() * gf) @ Rd)  # a new tensor: unties
-    new.config.tie_word_embeddings = False
-    inner.norm.weight.fill_(1.0)
-    name = str(getattr(model.config, "name_or_path", "") or cfg.model_type).rstrip("/").split("/")[-1]
-    new.config.name_or_path = f"{name}-rotated-{seed}"
-    return new.eval(), CopyTruth(R, head_perms, kv_perms, ff_perms)
+@dataclass
+class CopyRecovery:
+    """Per layer and space, the fraction of FF units and of heads matched to their true counterparts."""
+
+    layers: list[int]
+    units: dict[str, list[float]] = field(default_factory=dict)  # space -> one accuracy per layer
+    heads: dict[str, list[float]] = field(default_factory=dict)
+
+    def mean(self) -> dict[str, tuple[float, ...]]:
+        """``{"units": (mean per space...), "heads": (...)}``, spaces in the order computed."""
+        return {"units": tuple(float(np.mean(v)) for v in self.units.values()),
+                "heads": tuple(float(np.mean(v)) for v in self.heads.values())}
+
+
+def copy_recovery(view_a: ModelView, view_b: ModelView, truth: CopyTruth, layers, spaces=SPACES) -> CopyRecovery:
+    """How well Hungarian matching recovers a functional copy's permutations, layer by layer.
+
+    ``view_b`` is a :func:`~lmscope.embedding.functional_copy.functional_copy` of ``view_a`` and
+    ``truth`` its :class:`CopyTruth`. For each layer and space: the FF values matched by
+    :func:`match_units` and the heads matched by :func:`head_similarity`, each compared with the
+    inverse of the true permutation (1.0: all recovered).
+    """
+    for space in spaces:
+        if space not in SPACES:
+            raise ValueError(f"Unknown space '{space}': use 'embedding' or 'raw'.")
+    layers = [view_a.layer(l).index for l in layers]
+    out = CopyRecovery(layers, {s: [] for s in spaces}, {s: [] for s in spaces})
+    for layer in layers:
+        for space in spaces:
+            units = match_units(view_a, view_b, layer, layer, "ff_values", space)
+            heads = match(head_similarity(view_a, view_b, layer, layer, space))
+            out.units[space].append(float(np.mean(units == CopyTruth.inverse(truth.ff_perm[layer]))))
+            out.heads[space].append(float(np.mean(heads == CopyTruth.inverse(truth.head_perm[layer]))))
+    return out

@@ -5,12 +5,14 @@ projection) and a key ``k`` (a row of the input projection). Read through the
 unembedding ``W_U`` (d_model, d_vocab) they score every token: ``v @ W_U``. The
 index keeps the ``k`` best tokens and their scores for every unit of every layer,
 computed in chunks (never more than ``chunk_size`` x d_vocab scores at once) and
-cached on disk as safetensors, keyed by the model's name and a hash of the weights
-that were projected.
+cached on disk as safetensors, keyed by the model's name (``view.name``) and a hash
+of the weights that were projected.
 
->>> index = ProjectionIndex.build(view, k=50, kind="values")   # doctest: +SKIP
+>>> index = ProjectionIndex.build(view, k=50)                   # doctest: +SKIP
 >>> ids, scores = index.top_tokens(layer=12, unit=34)          # doctest: +SKIP
 
+``group`` names the vectors as :data:`lmscope.embedding.projection.GROUPS` does:
+``"ff_values"`` (the default), ``"ff_keys"`` or ``"ff_gate_keys"`` (gated MLPs only).
 ``build`` reads the cache when it holds this index and writes it otherwise; ``load``
 only reads (and says how to build when there is nothing to read); ``compute``
 never touches the disk. The whole tables are ``index.ids`` and ``index.scores``,
@@ -26,7 +28,6 @@ import hashlib
 import json
 import operator
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,50 +37,32 @@ import safetensors.torch
 import torch
 
 from lmscope.core.models import cache_dir
-from lmscope.embedding.projection import check_k
+from lmscope.core.view import ModelView
+from lmscope.embedding.projection import group_vectors
+from lmscope.embedding.top_k import check_k
 
 Tensor = torch.Tensor
 
-KINDS = ("values", "keys", "gate_keys")
-FORMAT_VERSION = "1"
+#: the parameter groups an index can hold: one vector per FF unit
+INDEX_GROUPS = ("ff_values", "ff_keys", "ff_gate_keys")
+FORMAT_VERSION = "2"  # 2: the group is stored under "group" with the projection's names
 
 
-def unit_vectors(view, layer: int, kind: str) -> Tensor:
-    """The parameter vectors of one layer's FF units, (d_ff, d_model).
-
-    ``kind`` is ``"values"`` (rows of the output projection), ``"keys"`` (rows of the
-    input projection; ``up_proj`` for gated MLPs) or ``"gate_keys"`` (gated MLPs only).
-    """
-    check_kind(view, kind)
-    lv = view.layer(layer)
-    if kind == "values":
-        return lv.ff_values
-    if kind == "keys":
-        return lv.ff_keys
-    return lv.ff_gate_keys
-
-
-def check_kind(view, kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"Unknown index kind '{kind}': use one of {', '.join(KINDS)}.")
-    if kind == "gate_keys" and not view.cfg.gated:
+def check_group(view: ModelView, group: str) -> None:
+    """ValueError unless ``group`` is one of :data:`INDEX_GROUPS` that ``view``'s model has."""
+    if group not in INDEX_GROUPS:
+        raise ValueError(f"Unknown index group '{group}': use one of {', '.join(INDEX_GROUPS)}.")
+    if group == "ff_gate_keys" and not view.cfg.gated:
         raise ValueError(
-            f"kind='gate_keys' needs a gated MLP; this {view.cfg.family} model has none. "
-            "Use 'keys' or 'values'."
+            f"group='ff_gate_keys' needs a gated MLP; this {view.cfg.family} model has none. "
+            "Use 'ff_keys' or 'ff_values'."
         )
 
 
-def model_name(view) -> str:
-    """A short, file-name-safe name of the viewed model (``smollm2-135m``, ``gpt2-medium``)."""
-    raw = str(getattr(view.model.config, "name_or_path", "") or view.cfg.model_type)
-    raw = raw.rstrip("/").split("/")[-1] or view.cfg.model_type
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
-
-
-def weights_fingerprint(view, kind: str) -> str:
-    """A hash of exactly what the index projects: ``W_U`` and every layer's unit vectors."""
+def weights_fingerprint(view: ModelView, group: str) -> str:
+    """A hash of exactly what the index projects: ``W_U`` and every layer's ``group`` vectors."""
     h = hashlib.blake2b(digest_size=12)
-    tensors = [view.W_U] + [unit_vectors(view, l, kind) for l in range(view.cfg.n_layers)]
+    tensors = [view.W_U] + [group_vectors(view, l, group) for l in range(view.cfg.n_layers)]
     for t in tensors:
         t = t.detach().to("cpu", torch.float32).contiguous()
         h.update(str(tuple(t.shape)).encode())
@@ -125,11 +108,11 @@ def _as_int(x) -> int | None:
 
 @dataclass
 class ProjectionIndex:
-    """Top-k tokens of every FF unit of one kind: ``ids``/``scores`` (n_layers, n_units, k)."""
+    """Top-k tokens of every FF unit of one group: ``ids``/``scores`` (n_layers, n_units, k)."""
 
     ids: Tensor  # (n_layers, n_units, k) int64 token ids, best first
     scores: Tensor  # (n_layers, n_units, k) float32 scores (logit contributions), descending
-    kind: str = "values"
+    group: str = "ff_values"
     negative: bool = False
     model_name: str = ""
     fingerprint: str = ""
@@ -183,9 +166,9 @@ class ProjectionIndex:
     @torch.no_grad()
     def compute(
         cls,
-        view,
+        view: ModelView,
         k: int = 50,
-        kind: str = "values",
+        group: str = "ff_values",
         *,
         negative: bool = False,
         chunk_size: int = 512,
@@ -199,7 +182,7 @@ class ProjectionIndex:
         in float32 on ``device`` (default: the model's). ``progress(done, total)`` is
         called after every layer.
         """
-        check_kind(view, kind)
+        check_group(view, group)
         check_k(k, view.cfg.d_vocab)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
@@ -211,7 +194,7 @@ class ProjectionIndex:
         ids = torch.empty(n_layers, n_units, k, dtype=torch.int64, device=device)  # moved to CPU at the end
         scores = torch.empty(n_layers, n_units, k, dtype=torch.float32, device=device)
         for layer in range(n_layers):
-            rows = unit_vectors(view, layer, kind).detach()  # (d_ff, d_model)
+            rows = group_vectors(view, layer, group).detach()  # (d_ff, d_model)
             for start in range(0, n_units, chunk_size):
                 chunk = rows[start : start + chunk_size].to(device, torch.float32)  # (c, d_model)
                 values, indices = blocked_topk(chunk @ W_U, k)  # (c, d_vocab) -> (c, k)
@@ -219,15 +202,15 @@ class ProjectionIndex:
                 scores[layer, start : start + chunk.shape[0]] = values
             if progress is not None:
                 progress(layer + 1, n_layers)
-        return cls(ids=ids.cpu(), scores=scores.cpu(), kind=kind, negative=negative,
-                   model_name=model_name(view), fingerprint=fingerprint)
+        return cls(ids=ids.cpu(), scores=scores.cpu(), group=group, negative=negative,
+                   model_name=view.name, fingerprint=fingerprint)
 
     @classmethod
     def build(
         cls,
-        view,
+        view: ModelView,
         k: int = 50,
-        kind: str = "values",
+        group: str = "ff_values",
         *,
         negative: bool = False,
         cache: bool = True,
@@ -236,39 +219,40 @@ class ProjectionIndex:
         progress: Callable[[int, int], None] | None = None,
     ) -> "ProjectionIndex":
         """The index of ``view``: read from the cache if there, else computed (and cached if ``cache``)."""
-        check_kind(view, kind)
+        check_group(view, group)
         check_k(k, view.cfg.d_vocab)
-        fingerprint = weights_fingerprint(view, kind)
-        path = cls.cache_path(view, k, kind, negative=negative, fingerprint=fingerprint) if cache else None
+        fingerprint = weights_fingerprint(view, group)
+        path = cls.cache_path(view, k, group, negative=negative, fingerprint=fingerprint) if cache else None
         if path is not None and path.exists():
             return cls.from_file(path)
-        index = cls.compute(view, k, kind, negative=negative, chunk_size=chunk_size,
+        index = cls.compute(view, k, group, negative=negative, chunk_size=chunk_size,
                             device=device, progress=progress, fingerprint=fingerprint)
         if path is not None:
             index.save(path)
         return index
 
     @classmethod
-    def load(cls, view, k: int = 50, kind: str = "values", *, negative: bool = False) -> "ProjectionIndex":
+    def load(cls, view: ModelView, k: int = 50, group: str = "ff_values", *,
+             negative: bool = False) -> "ProjectionIndex":
         """The cached index of ``view``; FileNotFoundError (saying how to build it) when absent."""
-        check_kind(view, kind)
+        check_group(view, group)
         check_k(k, view.cfg.d_vocab)
-        path = cls.cache_path(view, k, kind, negative=negative)
+        path = cls.cache_path(view, k, group, negative=negative)
         if not path.exists():
             raise FileNotFoundError(
-                f"No cached {kind} index (k={k}) for model '{model_name(view)}' with these weights at "
-                f"{path}. Build it with ProjectionIndex.build(view, k={k}, kind={kind!r})."
+                f"No cached {group} index (k={k}) for model '{view.name}' with these weights at "
+                f"{path}. Build it with ProjectionIndex.build(view, k={k}, group={group!r})."
             )
         return cls.from_file(path)
 
     # -- files ---------------------------------------------------------------------
     @staticmethod
-    def cache_path(view, k: int = 50, kind: str = "values", *, negative: bool = False,
+    def cache_path(view: ModelView, k: int = 50, group: str = "ff_values", *, negative: bool = False,
                    fingerprint: str | None = None) -> Path:
-        """``cache_dir()/projection_index/<model>-<weights hash>/<kind>[-neg]-k<k>.safetensors``."""
-        fingerprint = fingerprint or weights_fingerprint(view, kind)
-        folder = cache_dir() / "projection_index" / f"{model_name(view)}-{fingerprint}"
-        return folder / f"{kind}{'-neg' if negative else ''}-k{k}.safetensors"
+        """``cache_dir()/projection_index/<view.name>-<weights hash>/<group>[-neg]-k<k>.safetensors``."""
+        fingerprint = fingerprint or weights_fingerprint(view, group)
+        folder = cache_dir() / "projection_index" / f"{view.name}-{fingerprint}"
+        return folder / f"{group}{'-neg' if negative else ''}-k{k}.safetensors"
 
     def save(self, path: str | Path) -> Path:
         """Write ``ids`` (int32) and ``scores`` (float32) as safetensors, atomically."""
@@ -276,7 +260,7 @@ class ProjectionIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "format_version": FORMAT_VERSION,
-            "kind": self.kind,
+            "group": self.group,
             "negative": json.dumps(self.negative),
             "model_name": self.model_name,
             "fingerprint": self.fingerprint,
@@ -301,5 +285,5 @@ class ProjectionIndex:
             ids, scores = f.get_tensor("ids").long(), f.get_tensor("scores")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path} is not a projection index of format {FORMAT_VERSION}; rebuild it.")
-        return cls(ids=ids, scores=scores, kind=meta["kind"], negative=json.loads(meta["negative"]),
+        return cls(ids=ids, scores=scores, group=meta["group"], negative=json.loads(meta["negative"]),
                    model_name=meta.get("model_name", ""), fingerprint=meta.get("fingerprint", ""))

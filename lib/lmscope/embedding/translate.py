@@ -1,4 +1,4 @@
-"""Translating a classifier between models through embedding space, and fine-tuning deltas as tokens.
+"""Translating a sentiment classifier between models through embedding space (Dar et al.: zero-shot stitching).
 
 A linear classifier reads sentence features ``f`` (d_model): the mean over positions of a
 layer's residual through the final norm, i.e. what the unembedding reads. Model A's
@@ -6,29 +6,30 @@ features relate to model B's through the shared vocabulary: ``f_A E_A ~ f_B E_B`
 ``f_A ~ f_B E_B pinv(E_A)`` and a classifier ``w_A`` becomes ``w_B = E_B pinv(E_A) w_A``
 (``method="pinv"``) or, with ``E^T`` for ``E^+`` as the paper does in practice,
 ``E_B E_A^T w_A`` up to a scale (``method="transpose"``). No example of model B is used.
-``raw_transfer`` is the naive control: the same weights in B's raw coordinates.
+``raw_transfer`` is the naive control: the same weights in B's raw coordinates, and
+:func:`transfer_accuracies` is the chapter's table of all of them against chance.
 
-Fine-tuning deltas: :func:`finetune_last_values` trains the FF value vectors of the last
-layer (and a linear head) on cached activations, exactly: changing those values changes
-neither the coefficients that multiply them nor anything upstream. The delta
-``theta_ft - theta_pre`` is then read through the vocabulary like any value vector.
+Reading what fine-tuning changes is :mod:`lmscope.embedding.finetune`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from lmscope.core.hooks import hook_name
+from lmscope.core.view import ModelView
 from lmscope.embedding.alignment import check_shared_vocabulary
-from lmscope.embedding.sentiment_data import LabelledTexts, check_nonempty
 
 Tensor = torch.Tensor
 METHODS = ("pinv", "transpose")
 
 
 # -- features ------------------------------------------------------------------------------
-def _batches(tokenizer, texts: list[str], batch_size: int):
+def text_batches(tokenizer, texts: list[str], batch_size: int):
+    """Yield (input_ids, attention_mask), each (B, T), right-padded (the EOS token pads if there is no pad token)."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
@@ -37,25 +38,25 @@ def _batches(tokenizer, texts: list[str], batch_size: int):
         yield enc.input_ids, enc.attention_mask
 
 
-def _pool(x: Tensor, mask: Tensor) -> Tensor:
+def mean_over_positions(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over real positions: x (B, T, d), mask (B, T) -> (B, d)."""
     m = mask.to(x.dtype)[..., None]
     return (x * m).sum(1) / m.sum(1)
 
 
 @torch.no_grad()
-def sentence_features(view, tokenizer, texts: list[str], layer: int = -1, batch_size: int = 32) -> Tensor:
+def sentence_features(view: ModelView, tokenizer, texts: list[str], layer: int = -1, batch_size: int = 32) -> Tensor:
     """Mean-pooled final-normed residual after ``layer`` for each text: (n_texts, d_model) float32."""
     if len(texts) == 0:
         raise ValueError("No texts to compute features of: the dataset is empty.")
     layer = view.layer(layer).index
-    name = f"blocks.{layer}.resid_post"
+    name = hook_name(layer, "resid_post")
     out = []
-    for ids, mask in _batches(tokenizer, texts, batch_size):
+    for ids, mask in text_batches(tokenizer, texts, batch_size):
         with view.capture([name]) as cache:
             view.model.base_model(input_ids=ids.to(view.device), attention_mask=mask.to(view.device))
         normed = view.final_norm(cache[name]).float().cpu()  # (B, T, d)
-        out.append(_pool(normed, mask))
+        out.append(mean_over_positions(normed, mask))
     return torch.cat(out)
 
 
@@ -99,7 +100,7 @@ def fit_probe(X: Tensor, y, l2: float = 1e-3, steps: int = 100) -> LinearProbe:
 
 
 # -- translation ---------------------------------------------------------------------------
-def feature_map(view_from, view_to, method: str = "pinv") -> Tensor:
+def feature_map(view_from: ModelView, view_to: ModelView, method: str = "pinv") -> Tensor:
     """(d_from, d_to) matrix M with ``f_to ~ f_from @ M`` through the vocabulary: ``E_from pinv(E_to)``."""
     if method not in METHODS:
         raise ValueError(f"Unknown method '{method}': use 'pinv' (E^+) or 'transpose' (E^T).")
@@ -112,95 +113,34 @@ def feature_map(view_from, view_to, method: str = "pinv") -> Tensor:
     return (E_from @ E_to.T / scale).float()
 
 
-def translate_probe(probe: LinearProbe, view_a, view_b, method: str = "pinv") -> LinearProbe:
+def translate_probe(probe: LinearProbe, view_a: ModelView, view_b: ModelView, method: str = "pinv") -> LinearProbe:
     """A classifier trained on model A's features, rewritten for model B's: ``w_B = E_B pinv(E_A) w_A``."""
     return LinearProbe(feature_map(view_b, view_a, method) @ probe.w.float(), probe.b)
 
 
-def raw_transfer(probe: LinearProbe, view_b) -> LinearProbe:
+def raw_transfer(probe: LinearProbe, view_b: ModelView) -> LinearProbe:
     """The naive control: A's weights used as they are on B's raw feature coordinates."""
     if view_b.cfg.d_model != probe.w.shape[0]:
         raise ValueError(f"Raw transfer needs the same d_model ({probe.w.shape[0]} vs {view_b.cfg.d_model}).")
     return LinearProbe(probe.w.clone(), probe.b)
 
 
-# -- fine-tuning the last layer's values ----------------------------------------------------------
-@dataclass
-class FineTune:
-    """Result of :func:`finetune_last_values`: the change of the last layer's values and the head."""
+def transfer_accuracies(probe: LinearProbe, view_a: ModelView, view_b: ModelView, X_a: Tensor, X_b: Tensor,
+                        labels) -> dict[str, float]:
+    """Test accuracy of a classifier trained on A, and of its transfers to B, beside chance.
 
-    layer: int
-    delta: Tensor  # (d_ff, d_model): ff_values_ft - ff_values_pre
-    probe: LinearProbe
-    mean_coeffs: Tensor  # (d_ff,) mean FF coefficient of that layer over the training tokens
-    losses: list[float]
-
-    def mean_update(self) -> Tensor:
-        """The average change of the FF output caused by fine-tuning: mean_coeffs @ delta, (d_model,)."""
-        return self.mean_coeffs @ self.delta
-
-    def top_units(self, n: int = 5) -> Tensor:
-        """Units whose value vectors moved most (by the norm of their delta): (n,)."""
-        return self.delta.norm(dim=1).topk(n).indices
-
-
-@torch.no_grad()
-def _last_layer_cache(view, tokenizer, texts, batch_size):
-    layer = view.cfg.n_layers - 1
-    names = [f"blocks.{layer}.resid_mid", f"blocks.{layer}.ff_coeffs"]
-    mids, coeffs, masks = [], [], []
-    for ids, mask in _batches(tokenizer, texts, batch_size):
-        with view.capture(names) as cache:
-            view.model.base_model(input_ids=ids.to(view.device), attention_mask=mask.to(view.device))
-        mids += list(cache[names[0]].float().cpu())
-        coeffs += list(cache[names[1]].float().cpu())
-        masks += list(mask)
-    pad = torch.nn.utils.rnn.pad_sequence
-    return layer, pad(mids, batch_first=True), pad(coeffs, batch_first=True), pad(masks, batch_first=True)
-
-
-def finetune_last_values(view, tokenizer, data: LabelledTexts, steps: int = 200, lr: float = 1e-3,
-                         batch_size: int = 32, seed: int = 0) -> FineTune:
-    """Fine-tune the last layer's FF values and a linear head for sentiment, on cached activations.
-
-    The residual after the last layer is ``resid_mid + m @ (V + delta) + b``; ``m`` and
-    ``resid_mid`` do not depend on ``V``, so they are computed once and training is exact
-    and cheap. Adam on ``delta`` and the head, full-batch steps.
+    ``X_a``/``X_b`` are the test set's :func:`sentence_features` in models A and B (n, d_a) and
+    (n, d_b), ``labels`` (n,) in {0, 1}. Keys, in this order: ``"chance (majority class)"``,
+    ``"A, trained"``, ``"B, translated (E^+)"``, ``"B, translated (E^T)"``, ``"B, raw transfer"``
+    (NaN when the two models' d_model differ).
     """
-    check_nonempty(data, "training set")
-    layer, mid, m, mask = _last_layer_cache(view, tokenizer, data.texts, batch_size)
-    device, dtype = view.device, view.W_U.dtype
-    lv = view.layers[layer]
-    V = lv.ff_values.detach().float()
-    b_ff = lv.b_ff_out.detach().float() if lv.b_ff_out is not None else 0.0
-    mid, m, mask = mid.to(device), m.to(device), mask.to(device)
-    base = mid + m @ V + b_ff  # (N, T, d) residual after the layer, before any change
-    y = torch.tensor(data.labels, dtype=torch.float32, device=device)
-    torch.manual_seed(seed)
-    delta = torch.zeros_like(V, requires_grad=True)  # (d_ff, d_model)
-    w = torch.zeros(V.shape[1], device=device, requires_grad=True)
-    b = torch.zeros((), device=device, requires_grad=True)
-    opt = torch.optim.Adam([{"params": [delta], "lr": lr}, {"params": [w, b], "lr": 1e-2}])
-    losses = []
-    frozen = [(p, p.requires_grad) for p in view.final_norm.parameters()]
-    for p, _ in frozen:  # the norm is part of the model: keep gradients out of it
-        p.requires_grad_(False)
-    try:
-        _train(steps, opt, base, m, delta, dtype, view.final_norm, mask, w, b, y, losses)
-    finally:
-        for p, flag in frozen:
-            p.requires_grad_(flag)
-    coeffs = _pool(m, mask).mean(0)
-    return FineTune(layer, delta.detach().cpu(), LinearProbe(w.detach().cpu(), float(b.detach())),
-                    coeffs.cpu(), losses)
-
-
-def _train(steps, opt, base, m, delta, dtype, norm, mask, w, b, y, losses) -> None:
-    for _ in range(steps):
-        opt.zero_grad()
-        h = base + m @ delta  # (N, T, d)
-        f = _pool(norm(h.to(dtype)).float(), mask)  # (N, d)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(f @ w + b, y)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    if len(labels) == 0:
+        raise ValueError("No test labels: transfer accuracies need a non-empty test set.")
+    same_width = view_b.cfg.d_model == view_a.cfg.d_model
+    return {
+        "chance (majority class)": float(max(np.mean(labels), 1 - np.mean(labels))),
+        "A, trained": probe.accuracy(X_a, labels),
+        "B, translated (E^+)": translate_probe(probe, view_a, view_b, "pinv").accuracy(X_b, labels),
+        "B, translated (E^T)": translate_probe(probe, view_a, view_b, "transpose").accuracy(X_b, labels),
+        "B, raw transfer": raw_transfer(probe, view_b).accuracy(X_b, labels) if same_width else float("nan"),
+    }

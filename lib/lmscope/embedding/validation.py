@@ -15,13 +15,15 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from lmscope.core.hooks import hook_name, hook_names
+from lmscope.core.view import ModelView
 from lmscope.embedding.projection import GROUPS, Projector, group_vectors
 
 GROUPS_CHECKED = ("ff_keys", "ff_values", "W_V", "W_O")
 
 
 @contextmanager
-def capture_attention_z(view, layers):
+def capture_attention_z(view: ModelView, layers):
     """Record the input of each layer's attention output projection (z: B, T, n_heads*d_head)."""
     store, handles = {}, []
     try:
@@ -39,7 +41,7 @@ def capture_attention_z(view, layers):
 
 
 @torch.no_grad()
-def parameter_hidden_overlap(view, texts_ids: list[torch.Tensor], layers=None, groups=GROUPS_CHECKED,
+def parameter_hidden_overlap(view: ModelView, texts_ids: list[torch.Tensor], layers=None, groups=GROUPS_CHECKED,
                              top_params: int = 5, k: int = 50, seed: int = 0) -> dict:
     """Per group: ``{"aligned": (n_layers,), "random": (n_layers,)}`` mean overlaps, and ``layers``.
 
@@ -57,14 +59,14 @@ def parameter_hidden_overlap(view, texts_ids: list[torch.Tensor], layers=None, g
     coeffs = {l: [] for l in layers}
     zs = {l: [] for l in layers}
     lens = {l: [] for l in layers}
-    names = [f"blocks.{l}.{p}" for l in layers for p in ("ff_coeffs", "resid_post")]
+    names = hook_names(["ff_coeffs", "resid_post"], layers)
     for ids in texts_ids:
         with capture_attention_z(view, layers) as z, view.capture(names) as cache:
             view.model(input_ids=ids.reshape(1, -1).to(view.device))
         for l in layers:
-            coeffs[l].append(cache[f"blocks.{l}.ff_coeffs"][0].float())
+            coeffs[l].append(cache[hook_name(l, "ff_coeffs")][0].float())
             zs[l].append(z[l][0].float())
-            lens[l].append(proj.logit_lens(cache[f"blocks.{l}.resid_post"][0]).topk(k, dim=-1).indices)
+            lens[l].append(proj.logit_lens(cache[hook_name(l, "resid_post")][0]).topk(k, dim=-1).indices)
     rng = np.random.default_rng(seed)
     out = {g: {"aligned": [], "random": []} for g in groups}
     for l in layers:

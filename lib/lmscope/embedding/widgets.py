@@ -1,29 +1,30 @@
-"""An ipywidgets explorer of parameters in embedding space (ipywidgets imported lazily)."""
+"""HTML tables of readings and an ipywidgets explorer of parameters in embedding space.
+
+ipywidgets is imported inside :func:`embedding_explorer`, so this module imports without it.
+"""
 
 from __future__ import annotations
 
-from html import escape
+from lmscope.display import esc, html_table
+from lmscope.embedding.projection import GROUPS, Projector, TokenPairs, n_vectors
 
-from lmscope.embedding.projection import GROUPS, Projector, n_vectors
 
-
-def html_table(headers, rows) -> str:
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td style='padding:1px 8px'>{escape(str(c))}</td>" for c in r) + "</tr>"
-                   for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def pairs_html(pairs: TokenPairs) -> str:
+    """A table of token pairs (row token, column token, score), best first."""
+    return html_table(["row token", "column token", "score"],
+                      [(a, b, f"{s:.2f}")
+                       for a, b, s in zip(pairs.row_tokens, pairs.col_tokens, pairs.scores.tolist())])
 
 
 def reading_html(proj: Projector, layer: int, group: str, index: int, k: int = 20) -> str:
     """Top and bottom tokens of one parameter vector, or token pairs of a head (group 'W_QK'/'W_VO')."""
     if group in ("W_QK", "W_VO"):
         pairs = proj.head_pairs(layer, index, "qk" if group == "W_QK" else "vo", k=k, drop_identical=True)
-        return html_table(["row token", "column token", "score"],
-                      [(a, b, f"{s:.2f}") for a, b, s in zip(pairs.row_tokens, pairs.col_tokens, pairs.scores.tolist())])
+        return pairs_html(pairs)
     top, bottom = proj.read(layer, group, index, k), proj.read(layer, group, index, k, negative=True)
     return html_table(["top token", "score", "bottom token", "score"],
-                  [(a, f"{s:.2f}", b, f"{-t:.2f}") for a, s, b, t in
-                   zip(top.tokens, top.scores.tolist(), bottom.tokens, bottom.scores.tolist())])
+                      [(a, f"{s:.2f}", b, f"{-t:.2f}") for a, s, b, t in
+                       zip(top.tokens, top.scores.tolist(), bottom.tokens, bottom.scores.tolist())])
 
 
 def embedding_explorer(proj: Projector, k: int = 20):
@@ -45,7 +46,7 @@ def embedding_explorer(proj: Projector, k: int = 20):
         try:
             out.value = reading_html(proj, layer.value, group.value, min(index.value, index.max), k)
         except (ValueError, IndexError) as err:
-            out.value = f"<b>{escape(str(err))}</b>"
+            out.value = f"<b>{esc(err)}</b>"
 
     for w in (layer, group, index):
         w.observe(redraw, names="value")

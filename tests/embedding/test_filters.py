@@ -1,0 +1,111 @@
+"""Token filters, the chapter's reading mask and readable-unit ranking, on a tiny model with a stand-in tokenizer."""
+
+import pytest
+import torch
+
+from lmscope import ModelView
+from lmscope.embedding.filters import (
+    ReadingMask, coherent_units, hub_tokens, large_norm_tokens, reading_mask, token_mask,
+)
+from lmscope.embedding.projection import Projector
+
+from conftest import make_tiny_model
+
+WORDS = ["cat", "dog", "sun", "tree", "river", "stone"]
+
+
+class PieceTokenizer:
+    """97 tokens: ids 0-2 special; id i % 4 == 0 a digit piece, i % 4 == 1 a word-start word ('Ġcat'),
+    the rest plain words ('dog'). Enough for the filters."""
+
+    all_special_ids = [0, 1, 2]
+
+    def __len__(self):
+        return 97
+
+    def piece(self, i: int) -> str:
+        if i < 3:
+            return ["<pad>", "<s>", "</s>"][i]
+        if i % 4 == 0:
+            return f"{i}"
+        word = WORDS[i % len(WORDS)]
+        return f"Ġ{word}" if i % 4 == 1 else word
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.piece(i) for i in ids]
+
+    def decode(self, ids):
+        return "".join(self.piece(int(i)).replace("Ġ", " ") for i in ids)
+
+
+@pytest.fixture
+def view():
+    return ModelView(make_tiny_model("llama"))
+
+
+def test_token_filters_and_coherent_units(view):
+    proj = Projector(view)
+    big = large_norm_tokens(view, 0.9)
+    norms = view.W_U.detach().norm(dim=0)
+    assert big.sum() == 10 and norms[big].min() > norms[~big].max()
+    hubs = hub_tokens(proj, layers=[0, 1, 2], k=5, factor=2.0)
+    assert hubs.dtype == torch.bool and hubs.shape == (view.cfg.d_vocab,)
+    with torch.no_grad():  # make token 7 the top token of every value: it must become a hub
+        view.model.lm_head.weight[7] = 50 * view.layers[0].ff_values.mean(0)
+    assert hub_tokens(Projector(view), layers=[0], k=5, factor=2.0)[7]
+    units = coherent_units(proj, 1, k=4, n=3)
+    assert len(units) == 3 and units[0][1] >= units[-1][1]
+    with pytest.raises(ValueError, match="quantile"):
+        large_norm_tokens(view, 1.5)
+
+
+def test_hub_count_by_hand(view):
+    """A token is a hub when it is in more top-k lists than factor * (its uniform share)."""
+    proj = Projector(view)
+    k, factor = 5, 3.0
+    counts = torch.zeros(view.cfg.d_vocab)
+    for layer in (0, 2):
+        ids = proj.project(view.layers[layer].ff_values).topk(k, dim=-1).indices
+        counts += torch.bincount(ids.flatten(), minlength=view.cfg.d_vocab)
+    expected = counts > factor * (2 * view.cfg.d_ff) * k / view.cfg.d_vocab
+    assert torch.equal(hub_tokens(proj, layers=[0, 2], k=k, factor=factor), expected)
+
+
+def test_token_mask():
+    tok = PieceTokenizer()
+    words = token_mask(tok, 97, alphabetic=True)
+    assert not words[:3].any(), "special tokens dropped"
+    assert not words[4] and not words[8], "digit pieces are not words"
+    assert words[5] and words[6], "words with and without the word-start marker are kept"
+    assert token_mask(tok, 97).sum() == 94  # only the specials go
+    longer = token_mask(tok, 100, alphabetic=True)
+    assert longer.shape == (100,) and not longer[97:].any(), "rows without a token are dropped"
+
+
+def test_reading_mask_drops_large_norm_hub_and_non_word_tokens(view):
+    tok = PieceTokenizer()
+    with torch.no_grad():  # a token (a word) that tops every value: large-norm and a hub
+        view.model.lm_head.weight[9] = 50 * view.layers[0].ff_values.mean(0)
+    proj = Projector(view, tok)
+    dropped = reading_mask(proj, k=5, quantile=0.9, hub_factor=2.0, hub_layers=[0, 1, 2])
+    assert isinstance(dropped, ReadingMask)
+    large = large_norm_tokens(view, 0.9)
+    assert torch.equal(dropped.large_norm, large)
+    assert torch.equal(dropped.hubs, hub_tokens(proj, [0, 1, 2], k=5, factor=2.0) & ~large)
+    assert torch.equal(dropped.words, token_mask(tok, 97, alphabetic=True))
+    assert torch.equal(dropped.keep, dropped.words & ~dropped.hubs & ~dropped.large_norm)
+    assert not (dropped.hubs & dropped.large_norm).any(), "a large-norm token is counted once"
+    assert dropped.large_norm[9] and not dropped.keep[9]
+    assert dropped.keep.any() and dropped.hubs.any()
+    # the mask leaves those tokens out of every reading
+    masked = Projector(view, tok, mask=dropped.keep)
+    assert all(dropped.keep[i] for i in masked.read(1, "ff_values", 0, k=5).ids)
+    # examples are drawn from the dropped set (at most as many as it holds)
+    torch.manual_seed(0)
+    shown = dropped.examples(tok, "large_norm", 4)
+    assert len(shown) == 4 and set(shown) <= {tok.decode([i]).replace(" ", "\u2423") for i in large.nonzero()[:, 0]}
+    assert len(dropped.examples(tok, "hubs", 1000)) == int(dropped.hubs.sum())
+    with pytest.raises(ValueError, match="which"):
+        dropped.examples(tok, "words")
+    with pytest.raises(ValueError, match="tokenizer"):
+        reading_mask(Projector(view))
