@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from lmscope import ModelView, load_model
+from lmscope.debugger.clusters import cluster_values
 from lmscope.debugger.engine import LMDebugger
+from lmscope.debugger.search import ValueSearch
 from lmscope.embedding.index import ProjectionIndex
-from lmscope.debugger.search import ValueSearch, cluster_values
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT_20 = "The history of the old city is long and full of surprises, and the people who live there today"
@@ -55,11 +56,11 @@ def main() -> None:
     res["load_model_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    index = ProjectionIndex.build(view, k=50, kind="values")
+    index = ProjectionIndex.build(view, k=50)
     res["index_build_or_cache_s"] = time.perf_counter() - t0
     if args.rebuild_index:
         t0 = time.perf_counter()
-        ProjectionIndex.compute(view, k=50, kind="values")
+        ProjectionIndex.compute(view, k=50)
         res["index_compute_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
