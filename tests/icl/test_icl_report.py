@@ -68,7 +68,8 @@ def notebook_cell_21(results, control):
     rows = ["| task | model | cos(ICL, ZS) | cos(ICL, GD) | cos(ICL, LCGD) |", "|---|---|---|---|---|"]
     for name in control:
         for label, res in (("trained", results[name]), ("untrained", control[name])):
-            rows.append(f"| {name} | {label} | " + " | ".join(f"{res.summary('sim_am', m)[0]:.4f}" for m in ("zs", "gd", "lcgd")) + " |")
+            cells = [f"{res.summary('sim_am', m)[0]:.4f}" for m in ("zs", "gd", "lcgd")]
+            rows.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

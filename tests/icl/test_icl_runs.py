@@ -16,7 +16,16 @@ from lmscope import ModelView
 from lmscope.core.hooks import hook_names
 from lmscope.icl.prompts import PromptBuilder
 from lmscope.icl.report import similarity_table
-from lmscope.icl.runs import DEFAULT_LR, FALLBACK_LR, record_run, run_task, step_seconds, sweep_lr, task_lr, untrained_model
+from lmscope.icl.runs import (
+    DEFAULT_LR,
+    FALLBACK_LR,
+    record_run,
+    run_task,
+    step_seconds,
+    sweep_lr,
+    task_lr,
+    untrained_model,
+)
 
 CAUSAL = ["llama", "qwen2", "gpt2", "gpt_neox"]
 
@@ -162,7 +171,8 @@ def test_untrained_control_draws_the_same_weights_as_before(family):
     model = make_tiny_model(family)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for seed, std in ((0, None), (3, 0.5)):
-        new, old = untrained_model(ModelView(model), seed, std).model.state_dict(), old_untrained_model(model, seed, std).state_dict()
+        new = untrained_model(ModelView(model), seed, std).model.state_dict()
+        old = old_untrained_model(model, seed, std).state_dict()
         assert new.keys() == old.keys()
         for k in new:
             assert torch.equal(new[k], old[k]), (family, seed, k)

@@ -94,7 +94,9 @@ def _check_method(method: str) -> None:
 def _forward_residuals(view: ModelView, input_ids: Tensor, layers: list[int], detach_inputs: bool) -> dict[int, Tensor]:
     """Run the model once; return ``resid_post`` (T, d_model) of ``layers``, attached to the graph."""
     names = {l: hook_name(l, "resid_post") for l in layers}
-    edits = {hook_name(l, "resid_pre"): (lambda t: t.detach()) for l in range(1, view.cfg.n_layers)} if detach_inputs else {}
+    edits = {}
+    if detach_inputs:  # every block's input cut from the blocks below
+        edits = {hook_name(l, "resid_pre"): (lambda t: t.detach()) for l in range(1, view.cfg.n_layers)}
     with view.overwrite(edits), view.capture(list(names.values()), detach=False) as cache:
         try:
             view.model(input_ids=input_ids, logits_to_keep=1)  # the model's own logits are not needed
@@ -144,11 +146,16 @@ def layer_losses(
                 # LCGD chunks have independent graphs (inputs detached): free each after its backward
                 retain = method == "gd" and c + chunk_layers < len(layers)
                 g = torch.autograd.grad(chunk_losses.sum(), tensors, retain_graph=retain, allow_unused=True)
-                grads = list(g) if grads is None else [a if b is None else (b if a is None else a + b) for a, b in zip(grads, g)]
+                grads = list(g) if grads is None else [_add_grads(a, b) for a, b in zip(grads, g)]
             losses.append(chunk_losses.detach())
     if grads is not None:
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(tensors, grads)]
     return torch.cat(losses), grads
+
+
+def _add_grads(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """The sum of two gradients, either of which may be None (unused)."""
+    return a if b is None else (b if a is None else a + b)
 
 
 def sgd_step_(params: list[Trainable], grads: list[Tensor], lr: float) -> None:

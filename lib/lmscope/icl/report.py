@@ -54,7 +54,8 @@ def similarity_table(results: dict[str, TaskResult], with_paper: bool = True) ->
     lines = [head, "|---|---|---|---|---|---|"]
     for name, r in results.items():
         cells = [_mean_std_text(r.summary(m, meth)) for m in ("sim_aou", "sim_am_delta") for meth in METHODS]
-        lines.append(f"| {name} (ours) | " + " | ".join(cells) + f" | {_mean_std_text(r.summary('random_sim_aou', ''))} |")
+        cells.append(_mean_std_text(r.summary("random_sim_aou", "")))
+        lines.append(f"| {name} (ours) | " + " | ".join(cells) + " |")
     if with_paper:
         for name, row in PAPER_TABLE.items():
             cells = [f"{v[0]:.3f} ({v[1]:.3f})" for m in ("sim_aou", "sim_am_delta") for v in row[m]]

@@ -218,10 +218,12 @@ def run_task(
     return TaskResult(task.name, k, out, len(tests))
 
 
-def run_study(view: ModelView, tokenizer, tasks: Sequence[str | Task], progress=None, **kwargs) -> dict[str, TaskResult]:
+def run_study(
+    view: ModelView, tokenizer, tasks: Sequence[str | Task], progress=None, **kwargs
+) -> dict[str, TaskResult]:
     """:func:`run_task` for every task, keyed by task name; ``kwargs`` as there."""
-    return {get_task(t).name if not isinstance(t, Task) else t.name: run_task(view, tokenizer, t, progress=progress, **kwargs)
-            for t in tasks}
+    return {get_task(t).name if not isinstance(t, Task) else t.name:
+            run_task(view, tokenizer, t, progress=progress, **kwargs) for t in tasks}
 
 
 def sweep_lr(
