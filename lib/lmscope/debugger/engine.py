@@ -106,13 +106,13 @@ class LMDebugger:
 
     def encode_batch(self, prompts: Sequence) -> tuple[Tensor, Tensor]:
         """Prompts -> left-padded ``input_ids`` and ``attention_mask``, each (batch, pos)."""
-        self._require_causal("Batched runs are")
+        self._require_causal("Batched runs are for causal language models")
         rows = [self.encode(p)[0] for p in prompts]
         return left_pad(rows, pad_token_id(self.tokenizer), self.view.device)
 
-    def _require_causal(self, what: str) -> None:
+    def _require_causal(self, need: str) -> None:
         if not self.view.cfg.causal:
-            raise ValueError(f"{what} for causal language models; this {self.view.cfg.family} model is a masked LM.")
+            raise ValueError(f"{need}; this is a masked LM ({self.view.cfg.family}).")
 
     def _check_position(self, ids: Tensor, position: int) -> int:
         """``position`` of ``ids`` (1, pos) as an index 0..pos-1 (negative counts from the end)."""
@@ -365,7 +365,7 @@ class LMDebugger:
         'on' coefficients come from the un-intervened run of the prompt (last position).
         ``progress(done, total)`` is called after every token.
         """
-        self._require_causal("Generation is")
+        self._require_causal("Generation needs a causal language model")
         self._check_n_tokens(n_tokens)
         ids = self.encode(prompt)
         self._check_room(ids.shape[1], n_tokens, f"Prompt ({ids.shape[1]} tokens)")
