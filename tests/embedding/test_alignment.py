@@ -86,6 +86,7 @@ def test_copy_recovery_scores_the_matching_against_the_truth():
     assert rec.units["embedding"] == [1.0, 1.0] and rec.heads["embedding"] == [1.0, 1.0]
     raw_units = (match_units(a, b, 1, 1, "ff_values", space="raw") == CopyTruth.inverse(truth.ff_perm[1])).mean()
     assert rec.units["raw"][0] == pytest.approx(raw_units) and rec.units["raw"][0] < 0.2
+    assert rec.rows()[1] == (2, 1.0, rec.units["raw"][1], 1.0, rec.heads["raw"][1])
     assert rec.mean() == {"units": (1.0, float(np.mean(rec.units["raw"]))),
                           "heads": (1.0, float(np.mean(rec.heads["raw"])))}
     # a wrong truth is scored as wrong

@@ -205,6 +205,11 @@ class CopyRecovery:
     units: dict[str, list[float]] = field(default_factory=dict)  # space -> one accuracy per layer
     heads: dict[str, list[float]] = field(default_factory=dict)
 
+    def rows(self) -> list[tuple]:
+        """One row per layer: ``(layer, units per space..., heads per space...)``."""
+        return [(layer, *[v[i] for v in self.units.values()], *[v[i] for v in self.heads.values()])
+                for i, layer in enumerate(self.layers)]
+
     def mean(self) -> dict[str, tuple[float, ...]]:
         """``{"units": (mean per space...), "heads": (...)}``, spaces in the order computed."""
         return {"units": tuple(float(np.mean(v)) for v in self.units.values()),
