@@ -3,6 +3,7 @@
 import doctest
 import re
 
+import pytest
 import torch
 from conftest import make_tiny_model
 from topk_helpers import WordTokenizer
@@ -84,3 +85,12 @@ def test_sweep_rows_and_dense_row_equal_accuracy():
     assert rows[0] == {"mode": "dense", "k": None, **dense}
     assert rows[1] == {"mode": "attention", "k": 64, **dense}  # k >= length: the same predictions
     assert rows[2] == {"mode": "ff", "k": view.cfg.d_ff, **dense}
+
+
+@pytest.mark.slow
+def test_embedded_model_answers_well_known_capitals(smollm):
+    model, tok = smollm
+    template = fewshot.PAIR_TASKS["capitals"][1]
+    shots = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Egypt", "Cairo")]
+    items = [(fewshot.pair_prompt([s for s in shots if s != q], q[0], template), q[1]) for q in shots]
+    assert fewshot_accuracy(ModelView(model), tok, {"capitals": items}) == {"capitals": 1.0}

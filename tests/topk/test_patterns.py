@@ -56,3 +56,11 @@ def test_small_k_pattern_keeps_k_keys_and_hooks_agree_with_the_kernel():
     torch.testing.assert_close(r["topk"].sum(-1), torch.ones(len(r["tokens"]), dtype=r["topk"].dtype))
     assert not torch.allclose(r["p_topk"], r["p_dense"])
     torch.testing.assert_close(r["p_topk_kernel"], r["p_topk"])  # the score edit is the kernel's model
+
+
+@pytest.mark.slow
+def test_embedded_model_hooks_agree_with_the_kernel(smollm):
+    model, tok = smollm
+    r = head_patterns(ModelView(model), tok, "The capital of France is Paris. The capital of Japan is", layer=10, head=0, k=4)
+    assert r["tokens"][-1] == "␣is" and ((r["topk"] > 0).sum(-1) <= 4).all()
+    torch.testing.assert_close(r["p_topk_kernel"], r["p_topk"], atol=1e-4, rtol=1e-3)
