@@ -1,10 +1,8 @@
-"""Helpers shared by the debugger tests: hook counting, random prompts, a tokenizer of known words,
-and a hand-written projection table."""
+"""Helpers shared by the debugger tests: hook counting, random prompts, a tokenizer of known words."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -46,24 +44,3 @@ class WordTokenizer:
 
     def batch_decode(self, seqs) -> list[str]:
         return [self.decode(s) for s in seqs]
-
-
-@dataclass
-class TokenTable:
-    """What the debugger reads of a :class:`lmscope.embedding.index.ProjectionIndex`: ``ids`` and
-    ``scores`` (n_layers, n_units, k) and their sizes, written by hand."""
-
-    ids: torch.Tensor
-    scores: torch.Tensor
-
-    @property
-    def k(self) -> int:
-        return self.ids.shape[2]
-
-    @property
-    def n_layers(self) -> int:
-        return self.ids.shape[0]
-
-    @property
-    def n_units(self) -> int:
-        return self.ids.shape[1]

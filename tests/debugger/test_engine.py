@@ -14,6 +14,7 @@ from lmscope import ModelView
 from lmscope.core.hooks import hook_name, hook_names
 from lmscope.debugger.engine import LMDebugger
 from lmscope.debugger.interventions import Intervention
+from lmscope.embedding.index import ProjectionIndex
 
 TOL = dict(rtol=1e-9, atol=1e-9)
 
@@ -172,10 +173,8 @@ def test_bad_input_is_named(tiny):
 
 
 def test_an_index_of_another_model_is_refused(tiny):
-    from debugger_helpers import TokenTable
-
     _, _, view = tiny
-    wrong = TokenTable(torch.zeros(view.cfg.n_layers, view.cfg.d_ff + 1, 4, dtype=torch.long), torch.zeros(1))
+    wrong = ProjectionIndex(torch.zeros(view.cfg.n_layers, view.cfg.d_ff + 1, 4, dtype=torch.long), torch.zeros(1))
     with pytest.raises(ValueError, match="build the index of this model"):
         LMDebugger(view, index=wrong)
 

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from debugger_helpers import TokenTable, WordTokenizer
+from debugger_helpers import WordTokenizer
 
 from lmscope.debugger.annotations import Annotations
+from lmscope.embedding.index import ProjectionIndex
 from lmscope.debugger.search import ValueSearch, normalize_word
 
 VOCAB = ["<s>", " Paris", "Paris", "PARIS", "\u2581paris", " dog", "Dog", " cat", "\n", " the", "par", "is"]
@@ -14,7 +15,7 @@ def _index(rows):
     """A table of 2 layers x 2 units, k=4, from token-id rows."""
     ids = torch.tensor(rows).reshape(2, 2, 4)
     scores = torch.linspace(4, 1, 4).expand(2, 2, 4).clone()
-    return TokenTable(ids=ids, scores=scores)
+    return ProjectionIndex(ids=ids, scores=scores)
 
 
 ROWS = [

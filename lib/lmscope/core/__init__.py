@@ -13,6 +13,7 @@ module             what it holds
 ``lens``           the logit lens
 ``tokens``         tokens as readable text
 ``tensors``        small tensor operations the studies share
+``profiles``       :func:`profiles.settings`: a chapter's run sizes by profile (``quick`` / ``full``)
 =================  ================================================================================
 
 Nothing here imports matplotlib or ipywidgets.
