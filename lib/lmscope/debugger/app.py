@@ -18,9 +18,12 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+from lmscope.debugger.annotations import Annotations
 from lmscope.debugger.engine import LMDebugger
 from lmscope.debugger.interventions import Intervention, parse_coefficient
+from lmscope.debugger.search import ValueSearch
 from lmscope.display import esc
+from lmscope.embedding.index import ProjectionIndex
 
 MODE_LABELS = ("off", "on", "value")
 
@@ -43,8 +46,6 @@ class DebuggerApp:
         self.annotations = annotations
         self.debugger = LMDebugger(view, tokenizer, index=index, annotations=annotations)
         if search is None and index is not None:
-            from lmscope.debugger.search import ValueSearch
-
             search = ValueSearch(index, tokenizer, annotations)
         self.search_engine = search
         self.n_show = n_show
@@ -120,13 +121,7 @@ class DebuggerApp:
     @classmethod
     def from_model(cls, view, tokenizer, build_index: bool = True, **kwargs) -> "DebuggerApp":
         """The app with the (cached) projection index of ``view`` and the saved annotations."""
-        from lmscope.debugger.annotations import Annotations
-
-        index = None
-        if build_index:
-            from lmscope.embedding.index import ProjectionIndex
-
-            index = ProjectionIndex.build(view, k=50)
+        index = ProjectionIndex.build(view, k=50) if build_index else None
         return cls(view, tokenizer, index=index, annotations=Annotations.for_model(view), **kwargs)
 
     def _ipython_display_(self):
