@@ -35,6 +35,7 @@ import torch
 from lmscope.core.hooks import hook_name, hook_names
 from lmscope.core.tokens import vocab_texts
 from lmscope.debugger.generation import (
+    check_generation_length,
     greedy_tokens,
     greedy_tokens_padded,
     left_pad,
@@ -120,17 +121,6 @@ class LMDebugger:
         if isinstance(position, bool) or not isinstance(position, int) or not -n <= position < n:
             raise IndexError(f"Position {position!r} is outside the prompt's {n} tokens (0..{n - 1}, or -1 for the last).")
         return position % n
-
-    @staticmethod
-    def _check_n_tokens(n_tokens: int) -> None:
-        if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
-            raise ValueError(f"n_tokens must be a positive integer, got {n_tokens!r}.")
-
-    def _check_room(self, n_prompt: int, n_tokens: int, prompt: str) -> None:
-        """ValueError if ``prompt`` (``n_prompt`` tokens) plus ``n_tokens`` does not fit the context."""
-        limit = self.view.cfg.n_ctx
-        if limit is not None and n_prompt + n_tokens > limit:
-            raise ValueError(f"{prompt} plus {n_tokens} new tokens exceeds the context of {limit}.")
 
     def token_texts(self, ids: Iterable[int]) -> list[str]:
         """Display text of token ids (:func:`lmscope.core.tokens.vocab_texts`)."""
@@ -366,9 +356,8 @@ class LMDebugger:
         ``progress(done, total)`` is called after every token.
         """
         self._require_causal("Generation needs a causal language model")
-        self._check_n_tokens(n_tokens)
         ids = self.encode(prompt)
-        self._check_room(ids.shape[1], n_tokens, f"Prompt ({ids.shape[1]} tokens)")
+        check_generation_length(n_tokens, ids, self.view.cfg.n_ctx, f"Prompt ({ids.shape[1]} tokens)")
         eos = getattr(self.tokenizer, "eos_token_id", None) if stop_at_eos else None
         with self.intervene(interventions, ids):
             return greedy_tokens(self.model, ids, n_tokens, eos, progress)
@@ -396,9 +385,8 @@ class LMDebugger:
                        interventions: Sequence[Intervention] = ()) -> list[list[int]]:
         """Greedy continuations (token ids) of several prompts at once; equal to :meth:`generate` per prompt
         (up to float rounding), except that every row runs ``n_tokens`` steps (no stop at EOS)."""
-        self._check_n_tokens(n_tokens)
         ids, mask = self.encode_batch(prompts)
-        self._check_room(ids.shape[1], n_tokens, "The longest prompt")
+        check_generation_length(n_tokens, ids, self.view.cfg.n_ctx, "The longest prompt")
         on = self.on_coefficients_batch(ids, mask) if any(iv.mode == "on" for iv in interventions) else None
         with self.intervene(interventions, on=on):
             return greedy_tokens_padded(self.model, ids, mask, n_tokens)

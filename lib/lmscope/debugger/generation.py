@@ -25,6 +25,15 @@ def kv_cache_argument(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def check_generation_length(n_tokens: int, ids: Tensor, n_ctx: int | None, what: str) -> None:
+    """ValueError unless ``n_tokens`` is a positive integer and ``ids`` (batch, pos) plus ``n_tokens``
+    new tokens fit the context ``n_ctx``; ``what`` names the prompt in the message."""
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, int) or n_tokens < 1:
+        raise ValueError(f"n_tokens must be a positive integer, got {n_tokens!r}.")
+    if n_ctx is not None and ids.shape[1] + n_tokens > n_ctx:
+        raise ValueError(f"{what} plus {n_tokens} new tokens exceeds the context of {n_ctx}.")
+
+
 def _kv_cache(output, argument: str):
     return output.get("cache", None) if argument == "cache" else output.get("past_key_values", None)
 
