@@ -36,6 +36,19 @@ def _toy_data():
     return LabelledTexts(texts, [1, 1, 1, 1, 0, 0, 0, 0] * 3)
 
 
+def _probe_and_rotated_copy():
+    """A tiny llama (final-norm gains not 1) and its rotated copy, the toy data's features on both,
+    and a probe fitted on the first: (view_a, view_b, tokenizer, data, X_a, X_b, probe)."""
+    model = make_tiny_model("llama")
+    with torch.no_grad():
+        model.model.norm.weight.uniform_(0.5, 1.5)
+    copy, _ = functional_copy(ModelView(model), seed=2)
+    va, vb = ModelView(model), ModelView(copy)
+    tok, data = WordTokenizer(), _toy_data()
+    Xa, Xb = sentence_features(va, tok, data.texts), sentence_features(vb, tok, data.texts)
+    return va, vb, tok, data, Xa, Xb, fit_probe(Xa, data.labels)
+
+
 def test_features_ignore_padding():
     view = ModelView(make_tiny_model("llama"))
     tok = WordTokenizer()
@@ -45,14 +58,7 @@ def test_features_ignore_padding():
 
 
 def test_translation_to_a_rotated_copy_is_exact_and_raw_transfer_is_not():
-    model = make_tiny_model("llama")
-    with torch.no_grad():
-        model.model.norm.weight.uniform_(0.5, 1.5)
-    copy, _ = functional_copy(ModelView(model), seed=2)
-    va, vb = ModelView(model), ModelView(copy)
-    tok, data = WordTokenizer(), _toy_data()
-    Xa, Xb = sentence_features(va, tok, data.texts), sentence_features(vb, tok, data.texts)
-    probe = fit_probe(Xa, data.labels)
+    va, vb, tok, data, Xa, Xb, probe = _probe_and_rotated_copy()
     translated = translate_probe(probe, va, vb, "pinv")
     torch.testing.assert_close(translated.scores(Xb), probe.scores(Xa), rtol=1e-3, atol=1e-3)
     assert translated.accuracy(Xb, data.labels) == probe.accuracy(Xa, data.labels)
@@ -90,14 +96,7 @@ def test_mean_over_positions_ignores_padding():
 
 
 def test_transfer_accuracies_table():
-    model = make_tiny_model("llama")
-    with torch.no_grad():
-        model.model.norm.weight.uniform_(0.5, 1.5)
-    copy, _ = functional_copy(ModelView(model), seed=2)
-    va, vb = ModelView(model), ModelView(copy)
-    tok, data = WordTokenizer(), _toy_data()
-    Xa, Xb = sentence_features(va, tok, data.texts), sentence_features(vb, tok, data.texts)
-    probe = fit_probe(Xa, data.labels)
+    va, vb, tok, data, Xa, Xb, probe = _probe_and_rotated_copy()
     acc = transfer_accuracies(probe, va, vb, Xa, Xb, data.labels)
     assert list(acc) == ["chance (majority class)", "A, trained", "B, translated (E^+)", "B, translated (E^T)",
                          "B, raw transfer"]
