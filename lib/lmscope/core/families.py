@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 Tensor = torch.Tensor
-#: What one block exposes to finetuning: (parameter path inside the block, parameter, 0/1 mask or None).
-Trainable = tuple[str, nn.Parameter, "Tensor | None"]
+#: One parameter of a block that finetuning trains: (path inside the block, parameter, 0/1 mask or None).
+#: (lmscope.icl.layer_causal.Trainable adds the layer and the full parameter name.)
+BlockParameter = tuple[str, nn.Parameter, "Tensor | None"]
 TRAINABLE_WEIGHTS = ("W_Q", "W_K", "W_V", "W_O", "mlp")
 
 
@@ -34,7 +35,7 @@ def linear_weight(module: nn.Module) -> Tensor:
     return module.weight.T if is_conv1d(module) else module.weight
 
 
-def _own_parameters(block: nn.Module, path: str) -> list[Trainable]:
+def _own_parameters(block: nn.Module, path: str) -> list[BlockParameter]:
     module = block.get_submodule(path)
     return [(f"{path}.{name}", p, None) for name, p in module.named_parameters(recurse=False)]
 
@@ -73,7 +74,7 @@ class SeparateQKV:
         modules = [block.get_submodule(p) for p in (self.q, self.k, self.v)]
         return (*[linear_weight(m) for m in modules], *[m.bias for m in modules])
 
-    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[Trainable]:
+    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[BlockParameter]:
         return _own_parameters(block, {"W_Q": self.q, "W_K": self.k, "W_V": self.v}[which])
 
     @property
@@ -117,7 +118,7 @@ class FusedQKV:
         bs = [None] * 3 if b is None else [b[int(r[0]) : int(r[-1]) + 1] for r in spans]
         return (*ws, *bs)
 
-    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[Trainable]:
+    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[BlockParameter]:
         """The fused weight and bias, each with a 0/1 mask that keeps only the rows of ``which``."""
         module = block.get_submodule(self.path)
         rows = self.rows(cfg, which)
@@ -176,7 +177,7 @@ class Family:
         """
         return self.norm == "rms" and not self.post_norm and isinstance(self.qkv, SeparateQKV)
 
-    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[Trainable]:
+    def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[BlockParameter]:
         """The parameters of one block that finetuning ``which`` (see :data:`TRAINABLE_WEIGHTS`) trains."""
         if which in ("W_Q", "W_K", "W_V"):
             return self.qkv.trainable(block, cfg, which)
