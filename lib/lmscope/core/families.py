@@ -161,6 +161,9 @@ class Family:
     post_norm: bool = False  # BERT-style: a norm after each residual add
     resid_mid_module: str | None = None  # post-norm: the module whose output is resid_mid
     causal: bool = True  # False: a masked LM
+    post_attn_norm: str | None = None  # norm on the attention output before the residual add (Gemma 2/3, OLMo 2)
+    post_ff_norm: str | None = None  # norm on the FF output before the residual add (Gemma 2/3, OLMo 2)
+    norm_gain_offset: float = 0.0  # 1.0 where norms scale by (1 + weight) (Gemma)
 
     @property
     def block_linears(self) -> tuple[str, ...]:

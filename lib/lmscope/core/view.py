@@ -23,6 +23,7 @@ from torch import nn
 
 from lmscope.core.families import Family, ModelConfig, family_of, linear_weight
 from lmscope.core.hooks import HookPoints
+from lmscope.core.norms import frozen_norm
 
 Tensor = torch.Tensor
 
@@ -154,6 +155,10 @@ class ModelView:
     @property
     def device(self) -> torch.device:
         return self.W_E.device
+
+    def frozen_norm(self, norm: nn.Module, x: Tensor):
+        """``(apply, bias)`` with ``norm(x) == apply(x) + bias``, ``apply`` linear (see :mod:`lmscope.core.norms`)."""
+        return frozen_norm(norm, x, kind=self.family.norm, gain_offset=self.family.norm_gain_offset)
 
     def unembed(self, resid: Tensor) -> Tensor:
         """Logits of residual-stream vectors (..., d_model) -> (..., d_vocab): final norm, then U."""
