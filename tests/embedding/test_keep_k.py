@@ -4,28 +4,66 @@ import pytest
 import torch
 
 from lmscope import ModelView
-from lmscope.embedding.keep_k import keep_k, keep_k_similarity
+from lmscope.embedding.keep_k import gram_spectrum, keep_k, keep_k_similarity, keep_k_vectors
 from lmscope.embedding.projection import group_vectors
 
 from conftest import make_tiny_model
 
 
-def test_keep_k():
-    x = torch.tensor([[3.0, -5.0, 1.0, 0.5]])
-    assert keep_k(x, 2).tolist() == [[3.0, -5.0, 0.0, 0.0]]
-    view = ModelView(make_tiny_model("gpt2"))
+@pytest.fixture(scope="module")
+def view():
+    return ModelView(make_tiny_model("gpt2"))
+
+
+def test_paper_measure_is_exact_at_full_k(view):
+    """keep_k(X E) keep_k(X E^+T)^T = X E E^+ X^T = X X^T once nothing is dropped."""
     X = group_vectors(view, 0, "ff_values")[:20]
-    full = keep_k_similarity(X, view.W_U, [view.cfg.d_vocab], reading="pinv")
-    assert full[0] < 1.0  # X (E E^T)^-1 X^T is not X X^T
-    sims = keep_k_similarity(X, view.W_U, [5, 40, view.cfg.d_vocab], reading="transpose")
-    assert all(-1 <= s <= 1 for s in sims) and sims[-1] > sims[0]
+    V = view.cfg.d_vocab
+    assert keep_k_similarity(X, view.W_U, [V], reading="pinv")[0] == pytest.approx(1.0, abs=1e-12)
+    # our earlier variant (E^+ on both sides) is X (E E^T)^-1 X^T there, and E^T is X E E^T X^T: not exact
+    assert keep_k_similarity(X, view.W_U, [V], reading="pinv", pairing="both")[0] < 0.999
+    assert keep_k_similarity(X, view.W_U, [V], reading="transpose")[0] < 0.999
+    sims = keep_k_similarity(X, view.W_U, [2, 10, 40, V], reading="pinv")
+    assert all(-1 <= s <= 1 for s in sims) and sims[0] < sims[-1]
 
 
+def test_transpose_is_exact_for_an_isotropic_unembedding():
+    """If E E^T = c I (orthonormal rows, scaled), the E^T reading keeps X X^T exactly at full k."""
+    Q, _ = torch.linalg.qr(torch.randn(50, 8, dtype=torch.float64))  # (V, d) orthonormal columns
+    E = 3.0 * Q.T  # (d, V)
+    X = torch.randn(12, 8, dtype=torch.float64)
+    assert keep_k_similarity(X, E, [50])[0] == pytest.approx(1.0, abs=1e-12)
+    spec = gram_spectrum(E)
+    assert spec.condition == pytest.approx(1.0) and spec.top_share == pytest.approx(1 / 8)
+
+
+def test_gram_spectrum_matches_the_gram_matrix(view):
+    spec = gram_spectrum(view.W_U)
+    G = view.W_U.detach().double() @ view.W_U.detach().double().T
+    assert float(spec.eigenvalues.sum()) == pytest.approx(float(G.trace()), rel=1e-9)
+    assert spec.eigenvalues[0] >= spec.eigenvalues[-1] and spec.condition >= 1
+    assert len(spec.rows()) == 2
+
+
+def test_keep_k_vectors(view):
+    hidden = torch.randn(3, 7, view.cfg.d_model)
+    sets = keep_k_vectors(view, n=15, seed=1, hidden=hidden)
+    assert set(sets) == {"Gaussian", "FF values", "hidden states"}
+    assert sets["Gaussian"].shape == (15, view.cfg.d_model)
+    all_values = torch.cat([group_vectors(view, l, "ff_values") for l in range(view.cfg.n_layers)]).float()
+    rows = (sets["FF values"][:, None, :] == all_values[None]).all(-1)  # each sample is one real value
+    assert rows.any(1).all()
+    layers = rows.float().argmax(1) // view.cfg.d_ff
+    assert len(set(layers.tolist())) > 1  # drawn from more than one layer
+    assert torch.equal(keep_k_vectors(view, n=15, seed=1)["FF values"], sets["FF values"])  # seeded
+    with pytest.raises(ValueError, match="positive number"):
+        keep_k_vectors(view, n=0)
 
 
 def test_keep_k_rows_and_errors():
     x = torch.tensor([[1.0, -4.0, 2.0], [0.5, 0.25, -3.0]])
     assert keep_k(x, 1).tolist() == [[0.0, -4.0, 0.0], [0.0, 0.0, -3.0]]
+    assert keep_k(torch.tensor([[3.0, -5.0, 1.0, 0.5]]), 2).tolist() == [[3.0, -5.0, 0.0, 0.0]]
     assert torch.equal(keep_k(x, 3), x)
     with pytest.raises(ValueError, match="positive integer"):
         keep_k(x, 0)
@@ -33,3 +71,5 @@ def test_keep_k_rows_and_errors():
         keep_k(x, 4)
     with pytest.raises(ValueError, match="Unknown reading"):
         keep_k_similarity(x, torch.randn(3, 5), [1], reading="inverse")
+    with pytest.raises(ValueError, match="Unknown pairing"):
+        keep_k_similarity(x, torch.randn(3, 5), [1], pairing="left")

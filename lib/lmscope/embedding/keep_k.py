@@ -1,20 +1,35 @@
 """Keep-k: do the top entries of a vocabulary reading carry the vector? (Dar et al., appendix A)
 
-A vocabulary reading ``P = X E`` (``reading="transpose"``) or ``X (E^+)^T`` (``"pinv"``) of
-vectors ``X`` (n, d_model) is made sparse by keeping the k entries of largest magnitude per
-row (:func:`keep_k`); :func:`keep_k_similarity` asks how much of the geometry of ``X``
-survives: the cosine of the sparse readings' Gram matrix with ``X X^T`` (1 = same up to scale).
+Vectors ``X`` (n, d_model) are read over the vocabulary through the unembedding ``E`` (d, V)
+as ``X E`` or through its pseudo-inverse as ``X E^{+T}``; :func:`keep_k` keeps the k entries of
+largest magnitude per row, and :func:`keep_k_similarity` compares a Gram matrix of two sparse
+readings with ``X X^T`` (cosine of the flattened matrices; 1 = the same up to scale).
+
+The paper's measure (``pairing="paper"``, the default, as in the official code) is
+
+* ``reading="transpose"``: ``keep_k(X E) keep_k(X E)^T``, i.e. ``X E E^T X^T`` at full k;
+* ``reading="pinv"``: ``keep_k(X E) keep_k(X E^{+T})^T``, exactly ``X X^T`` at full k
+  (``E E^+ = I``), so it measures only what sparsifying loses.
+
+``pairing="both"`` (our earlier variant) reads both sides through the same matrix; for
+``"pinv"`` that is ``X (E E^T)^{-1} X^T`` at full k, which is not ``X X^T``.
+:func:`gram_spectrum` gives the eigenvalues of ``E E^T`` that decide how far the ``E^T``
+reading is from exact; :func:`keep_k_vectors` draws the paper's vector sets.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from lmscope.core.tensors import keep_largest_abs
-from lmscope.embedding.projection import READINGS
+from lmscope.core.view import ModelView
+from lmscope.embedding.projection import READINGS, group_vectors
 from lmscope.embedding.top_k import check_k
 
 Tensor = torch.Tensor
+PAIRINGS = ("paper", "both")
 
 
 def keep_k(x: Tensor, k: int) -> Tensor:
@@ -32,21 +47,67 @@ def _cosine(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
-def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose") -> list[float]:
-    """How well sparse vocabulary readings keep the geometry of vectors ``X`` (n, d).
+def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose", pairing: str = "paper") -> list[float]:
+    """Cosine between ``X X^T`` and the Gram matrix of keep-k readings of ``X`` (n, d), one per k.
 
-    The reading of ``X`` is ``P = X E`` (transpose) or ``X (E^+)^T`` (pinv), (n, d_vocab),
-    with ``E`` the unembedding (d, d_vocab). For each k the Gram matrix
-    ``keep_k(P) keep_k(P)^T`` is compared with ``X X^T`` by cosine similarity (1 = same up
-    to scale). Returns one number per k.
+    ``E`` is the unembedding (d, V). See the module docstring for ``reading`` and ``pairing``.
     """
     if reading not in READINGS:
         raise ValueError(f"Unknown reading '{reading}': use 'transpose' or 'pinv'.")
-    X, E = X.detach().float(), E.detach().float()
-    P = X @ (E if reading == "transpose" else torch.linalg.pinv(E).T)  # (n, d_vocab)
-    G = X.double() @ X.double().T
+    if pairing not in PAIRINGS:
+        raise ValueError(f"Unknown pairing '{pairing}': use 'paper' (E on one side) or 'both'.")
+    X, E = X.detach().double(), E.detach().double()
+    P_E = X @ E  # (n, V)
+    if reading == "transpose":
+        left = right = P_E
+    else:
+        P_inv = X @ torch.linalg.pinv(E).T  # (n, V)
+        left, right = (P_E, P_inv) if pairing == "paper" else (P_inv, P_inv)
+    G = X @ X.T
     out = []
     for k in ks:
-        S = keep_k(P, int(k)).double()
-        out.append(_cosine(S @ S.T, G))
+        L = keep_k(left, int(k))
+        R = L if right is left else keep_k(right, int(k))
+        out.append(_cosine(L @ R.T, G))
+    return out
+
+
+@dataclass
+class GramSpectrum:
+    """Eigenvalues of ``E E^T`` (d,), largest first, and two summaries of how far it is from ``c I``."""
+
+    eigenvalues: Tensor
+    condition: float  # largest / smallest eigenvalue
+    top_share: float  # largest eigenvalue / trace (1/d for a multiple of the identity)
+
+    def rows(self) -> list[tuple[str, str]]:
+        d = len(self.eigenvalues)
+        return [("condition number", f"{self.condition:.3g}"),
+                ("top eigenvalue / trace", f"{self.top_share:.3f} (1/d = {1 / d:.4f} for c I)")]
+
+
+@torch.no_grad()
+def gram_spectrum(E: Tensor) -> GramSpectrum:
+    """The spectrum of ``E E^T`` for an unembedding ``E`` (d, V); float64."""
+    E = E.detach().double()
+    ev = torch.linalg.eigvalsh(E @ E.T).flip(0).clamp_min(0)  # (d,), descending
+    return GramSpectrum(ev, float(ev[0] / ev[-1].clamp_min(1e-300)), float(ev[0] / ev.sum()))
+
+
+@torch.no_grad()
+def keep_k_vectors(view: ModelView, n: int = 1000, seed: int = 0, hidden: Tensor | None = None) -> dict[str, Tensor]:
+    """The paper's vector sets, each (n, d_model): Gaussian, FF values sampled from all layers.
+
+    ``hidden`` (any, d_model), e.g. residual states of some text, adds ``n`` of its rows.
+    """
+    if n < 1:
+        raise ValueError(f"n must be a positive number of vectors, got {n}.")
+    g = torch.Generator().manual_seed(seed)
+    values = torch.cat([group_vectors(view, l, "ff_values").detach().float().cpu()
+                        for l in range(view.cfg.n_layers)])  # (L * d_ff, d)
+    out = {"Gaussian": torch.randn(n, view.cfg.d_model, generator=g),
+           "FF values": values[torch.randperm(len(values), generator=g)[:n]]}
+    if hidden is not None:
+        hidden = hidden.detach().float().reshape(-1, view.cfg.d_model).cpu()
+        out["hidden states"] = hidden[torch.randperm(len(hidden), generator=g)[:n]]
     return out
