@@ -62,7 +62,7 @@ def test_record_run_scores_only_cover_the_test_input():
     task = small_task()
     b = PromptBuilder(task, CharTokenizer())
     p = b.prompt(task.test_set[0], task.demonstrations(2, 0))
-    rec = record_run(view, p)
+    rec = record_run(view, p, read_at="last", keys="input")  # the old reading (the paper's: tests/icl/test_icl_records.py)
     s, e = p.input_span
     assert rec.scores.shape == (view.cfg.n_layers, view.cfg.n_heads, e - s)
     assert rec.attn_out.shape == (view.cfg.n_layers, view.cfg.d_model)

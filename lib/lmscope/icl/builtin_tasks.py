@@ -3,7 +3,10 @@
 ``antonyms`` and ``country_capital`` are open tasks built from the word pairs of
 :mod:`lmscope.data.words` (the lists the top-k study's few-shot prompts read too);
 ``sentiment`` (short template reviews, positive / negative) and ``word_category``
-(animal / food / vehicle / clothing) are classifications.
+(animal / food / vehicle / clothing) are classifications. Their templates are one line, as the
+paper's (``Word: hot Antonym: cold``), demonstrations separated by a newline.
+The paper-like sentence tasks from packaged real text are in :mod:`lmscope.icl.text_tasks`;
+:func:`get_task` finds those too.
 
 >>> task = get_task("antonyms")          # doctest: +SKIP
 >>> task.test_set[0]                     # doctest: +SKIP
@@ -17,6 +20,7 @@ import random
 from lmscope.data.words import ANTONYMS, CAPITALS
 from lmscope.icl.task_files import HF_TASKS, load_hf_task
 from lmscope.icl.tasks import Example, Task
+from lmscope.icl.text_tasks import TEXT_TASKS, text_task
 
 BUILTIN_TASKS = ("antonyms", "country_capital", "sentiment", "word_category")
 
@@ -71,16 +75,17 @@ def _category_examples() -> tuple[Example, ...]:
 
 def _builtin_task(name: str) -> Task:
     if name == "antonyms":
-        return Task(name, _pair_examples(ANTONYMS), "Word:", "\nAntonym:",
+        return Task(name, _pair_examples(ANTONYMS), "Word:", " Antonym:", separator="\n",
                     description="word -> its antonym (open: right answer vs 3 distractors)")
     if name == "country_capital":
-        return Task(name, _pair_examples(CAPITALS), "Country:", "\nCapital:",
+        return Task(name, _pair_examples(CAPITALS), "Country:", " Capital:", separator="\n",
                     description="country -> its capital city (open: right answer vs 3 distractors)")
     if name == "sentiment":
-        return Task(name, _review_examples(), "Review:", "\nSentiment:", label_words=("positive", "negative"),
+        return Task(name, _review_examples(), "Review:", " Sentiment:", separator="\n",
+                    label_words=("positive", "negative"),
                     description="short review -> positive / negative (classification)")
     if name == "word_category":
-        return Task(name, _category_examples(), "Word:", "\nCategory:", label_words=tuple(_CATEGORIES),
+        return Task(name, _category_examples(), "Word:", " Category:", separator="\n", label_words=tuple(_CATEGORIES),
                     description="word -> animal / food / vehicle / clothing (classification)")
     raise KeyError(name)
 
@@ -94,11 +99,14 @@ def get_task(name: str | Task, n_test: int | None = None) -> Task:
         task = name
     elif name in BUILTIN_TASKS:
         task = _builtin_task(name)
+    elif name in TEXT_TASKS:
+        task = text_task(name)
     elif name in HF_TASKS:
         task = load_hf_task(name)
     else:
         raise ValueError(
-            f"Unknown task '{name}'. Built-in tasks: {', '.join(BUILTIN_TASKS)}; paper tasks (need Hugging Face "
+            f"Unknown task '{name}'. Built-in tasks: {', '.join(BUILTIN_TASKS)}; sentence tasks from packaged text: "
+            f"{', '.join(TEXT_TASKS)}; paper tasks (need Hugging Face "
             f"datasets and a hub): {', '.join(HF_TASKS)}; or load your own with load_task_file(path)."
         )
     if n_test is not None and n_test != task.n_test:

@@ -15,6 +15,11 @@ stays at one chunk of logits.
 Which weights train (``W_Q``, ``W_K``, ``W_V``, ``W_O``, ``mlp``) and where each family keeps them
 is the family table's business (:meth:`lmscope.core.families.Family.trainable`).
 
+Read-out (``readout``): None is the logit lens (the paper's); any lens with the interface of
+:mod:`lmscope.core.tuned_lens` (``lens(resid, layer) -> logits``, e.g. a trained ``TunedLens``)
+reads every layer instead. The lens itself is never trained (only ``params`` require grad) and,
+being applied to each layer's own residual, keeps LCGD layer-causal.
+
 >>> params = trainable_parameters(view, ("W_K", "W_V"))                   # doctest: +SKIP
 >>> losses, grads = layer_losses(view, ids, positions, "lcgd", params)    # doctest: +SKIP
 >>> with finetuned(view, sequences, "lcgd", lr=1e-3) as step_losses:      # doctest: +SKIP
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +41,7 @@ from lmscope.core.view import ModelView
 
 Tensor = torch.Tensor
 METHODS = ("gd", "lcgd")
+Readout = Callable[[Tensor, int], Tensor]  # (resid (..., d_model), layer) -> logits (..., d_vocab)
 
 
 class NonFiniteLossError(ValueError):
@@ -112,13 +118,15 @@ def layer_losses(
     method: str = "lcgd",
     params: list[Trainable] | None = None,
     chunk_layers: int = 10,
+    readout: Readout | None = None,
 ) -> tuple[Tensor, list[Tensor] | None]:
     """Next-token losses of one sequence, per read-out layer, and (optionally) their gradients.
 
     ``input_ids`` (T,) or (1, T); ``loss_positions``: positions ``t`` whose token is predicted from
     ``t - 1`` (None: every position 1..T-1). ``method`` ``"gd"``: the last layer's read-out only;
     ``"lcgd"``: every layer's, with block inputs detached. Each layer's loss is the mean NLL over
-    the positions. Returns (losses (n_readouts,), grads of their sum w.r.t. ``params`` or None).
+    the positions. ``readout``: None, the logit lens; else ``readout(resid, layer)`` (a tuned lens).
+    Returns (losses (n_readouts,), grads of their sum w.r.t. ``params`` or None).
     """
     _check_method(method)
     ids = input_ids.reshape(1, -1).to(view.device)
@@ -137,7 +145,10 @@ def layer_losses(
         for c in range(0, len(layers), chunk_layers):
             chunk = layers[c : c + chunk_layers]
             h = torch.stack([resid[l][src] for l in chunk])  # (C, P, d_model)
-            logits = view.unembed(h)  # (C, P, d_vocab)
+            if readout is None:
+                logits = view.unembed(h)  # (C, P, d_vocab)
+            else:
+                logits = torch.stack([readout(h[i], l) for i, l in enumerate(chunk)])
             if logits.dtype not in (torch.float32, torch.float64):
                 logits = logits.float()
             nll = F.cross_entropy(logits.flatten(0, 1), target.repeat(len(chunk)), reduction="none")
@@ -171,6 +182,7 @@ def finetune_(
     method: str,
     lr: float,
     params: list[Trainable],
+    readout: Readout | None = None,
 ) -> list[float]:
     """In place: one SGD step per sequence ``(ids, loss_positions)``; returns the summed loss of each step.
 
@@ -181,7 +193,7 @@ def finetune_(
         raise ValueError(f"Learning rate must be positive, got {lr}.")
     history = []
     for i, (ids, positions) in enumerate(sequences):
-        losses, grads = layer_losses(view, torch.as_tensor(ids), positions, method, params)
+        losses, grads = layer_losses(view, torch.as_tensor(ids), positions, method, params, readout=readout)
         loss = float(losses.sum())
         if not all(torch.isfinite(g).all() for g in grads) or not torch.isfinite(losses).all():
             raise NonFiniteLossError(
@@ -224,16 +236,28 @@ def finetuned(
     method: str,
     lr: float,
     which: Sequence[str] = ("W_K", "W_V"),
+    readout: Readout | None = None,
 ) -> Iterator[list[float]]:
     """Context manager: the model finetuned on ``sequences`` inside, its exact weights restored after.
 
     Yields the per-step losses. The restore happens in ``finally``, also when training fails.
+    ``readout``: as in :func:`layer_losses` (None: the logit lens).
     """
     params = trainable_parameters(view, which)
     saved = [t.param.detach().clone() for t in params]
     try:
-        yield finetune_(view, sequences, method, lr, params)
+        yield finetune_(view, sequences, method, lr, params, readout)
     finally:
         with torch.no_grad():
             for t, s in zip(params, saved):
                 t.param.copy_(s)
+
+
+def update_norms(params: list[Trainable], saved: list[Tensor], n_layers: int) -> Tensor:
+    """Per layer, the Frobenius norm of the update ``param - saved`` over the layer's trainables, (n_layers,)."""
+    sq = torch.zeros(n_layers, dtype=torch.float64)
+    with torch.no_grad():
+        for t, s in zip(params, saved):
+            d = (t.param - s).double()
+            sq[t.layer] += float(((d if t.mask is None else d * t.mask) ** 2).sum())
+    return sq.sqrt()

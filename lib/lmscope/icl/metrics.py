@@ -78,6 +78,8 @@ class SeedResult:
     losses: dict[str, list[float]] = field(default_factory=dict)  # method -> loss per SGD step
     skipped: dict[str, str] = field(default_factory=dict)  # method -> why
     seconds: dict[str, float] = field(default_factory=dict)
+    update_norm: dict[str, np.ndarray] = field(default_factory=dict)  # method -> (n_layers,) |dW| per layer
+    attn_change: dict[str, np.ndarray] = field(default_factory=dict)  # run -> (n_ex, n_layers) |attn - attn_ZS|
 
     def accuracy(self, run: str) -> float:
         c = self.correct.get(run)
@@ -125,6 +127,15 @@ class TaskResult:
 
     def accuracy(self, run: str) -> tuple[float, float]:
         return _mean_std([s.accuracy(run) for s in self.seeds if run in s.correct])
+
+    def size_curve(self, what: str, run: str) -> np.ndarray:
+        """Mean over seeds (and examples) per layer of ``"update_norm"`` (a method's |dW|) or
+        ``"attn_change"`` (a run's |attn_out - attn_out(ZS)|), (n_layers,); empty when not recorded."""
+        if what not in ("update_norm", "attn_change"):
+            raise ValueError(f"what must be 'update_norm' or 'attn_change', got {what!r}.")
+        per_seed = [np.asarray(getattr(s, what)[run]).reshape(-1, np.shape(getattr(s, what)[run])[-1]).mean(0)
+                    for s in self.seeds if run in getattr(s, what)]
+        return np.stack(per_seed).mean(0) if per_seed else np.full(0, np.nan)
 
     def rec2ftp(self, method: str) -> tuple[float, float]:
         return _mean_std([v for v in (s.rec2ftp(method) for s in self.seeds) if not math.isnan(v)])

@@ -4,6 +4,11 @@
 separately and concatenates them, so the span of the test input inside a prompt is known
 exactly. :func:`option_logprobs` scores every label option by its mean token log-probability.
 
+Spans, as the paper's code (``fewshot_task.py``) has them: the *context* is BOS + the
+demonstrations (each followed by the separator); the *query* is everything after it, the
+template and the test input (``query_start`` onwards). The record positions that read a
+prompt (:mod:`lmscope.icl.records`) append the first option's first token to the query.
+
 >>> builder = PromptBuilder(task, tokenizer, view.cfg.n_ctx)        # doctest: +SKIP
 >>> prompt = builder.prompt(task.test_set[0], task.demonstrations(8, seed=0))  # doctest: +SKIP
 """
@@ -25,6 +30,7 @@ class Prompt:
     input_span: tuple[int, int]  # [start, end) of the test input's tokens in ids
     options: list[list[int]] = field(default_factory=list)  # token ids of each label option
     answer: int = 0  # index of the right option
+    query_start: int = 1  # first position after BOS + demonstrations (the paper's context_len)
 
     @property
     def last(self) -> int:
@@ -94,7 +100,8 @@ class PromptBuilder:
         for d in demos:
             ids += self.demonstration(d)
         q, x = self.query(example)
-        start = len(ids) + len(self._input_prefix)
+        query_start = len(ids)
+        start = query_start + len(self._input_prefix)
         ids += q
         options, answer = self.task.options(example)
         option_ids = [self.label_ids(o) for o in options]
@@ -106,7 +113,7 @@ class PromptBuilder:
                 f"context of {self.max_positions} positions: at most {fit} of these demonstrations fit. "
                 f"Use k <= {fit}."
             )
-        return Prompt(ids, (start, start + len(x)), option_ids, answer)
+        return Prompt(ids, (start, start + len(x)), option_ids, answer, query_start)
 
     def max_fitting_k(self, example: Example, demos: list[Example]) -> int:
         """How many of ``demos`` (in order) fit in the context with ``example``'s query and label."""

@@ -7,11 +7,18 @@ For a test example and the same ``k`` demonstrations, four runs:
 * ``gd``   the model finetuned on the demonstrations (one SGD step each), no demonstrations;
 * ``lcgd`` the same with layer-causal finetuning (:mod:`lmscope.icl.layer_causal`).
 
-Each run records, per layer, the attention block's output at the last position
-(``attn_out``, (n_layers, d_model)) and the pre-softmax scores of the last position over
-the test input's tokens (``attn_scores``, (n_layers, n_heads, n_input)), plus the mean
-label log-probability of every label option; :mod:`lmscope.icl.metrics` compares them.
-Finetuned weights are restored exactly after every finetuned run.
+Each run records (:mod:`lmscope.icl.records`), per layer, the attention block's output and its
+pre-softmax scores at the read position, plus the mean label log-probability of every label
+option; :mod:`lmscope.icl.metrics` compares them. Finetuned weights are restored exactly after
+every finetuned run.
+
+Defaults are the paper's protocol (GiilDe/ft-vs-icl): records at the first label option's token
+appended to the query (``read_at="label"``), SimAM_Δ over the query keys (``keys="query"``: template,
+test input, label token), loss on every token of BOS + template + label (``loss_on="all"``), the
+logit lens as every layer's read-out (``readout="logit_lens"``; ``"tuned_lens"`` or a lens object
+instead). Beside the similarities, every seed logs per layer the norm of each method's weight
+update (``SeedResult.update_norm``) and the size of each run's change to the attention output,
+``|attn_out(run) - attn_out(ZS)|`` (``SeedResult.attn_change``, ICL included).
 
 >>> results = run_study(view, tokenizer, ["antonyms"], k=8, seeds=(0,), n_test=16)   # doctest: +SKIP
 """
@@ -20,19 +27,28 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from lmscope.core.hooks import hook_name
 from lmscope.core.view import ModelView
 from lmscope.icl.builtin_tasks import get_task
-from lmscope.icl.layer_causal import METHODS, NonFiniteLossError, finetuned, layer_losses, trainable_parameters
+from lmscope.icl.layer_causal import (
+    METHODS,
+    NonFiniteLossError,
+    finetuned,
+    layer_losses,
+    trainable_parameters,
+    update_norms,
+)
 from lmscope.icl.metrics import SeedResult, TaskResult, random_sim_aou, sim_am, sim_am_delta, sim_aou
-from lmscope.icl.prompts import Prompt, PromptBuilder, option_logprobs
+from lmscope.icl.prompts import PromptBuilder
+from lmscope.icl.records import RunRecord, check_reading, record_run
 from lmscope.icl.tasks import Example, Task
+
+__all__ = ["RUNS", "RunRecord", "record_run", "run_task", "run_study", "sweep_lr", "step_seconds",
+           "untrained_model", "resolve_readout", "task_lr"]
 
 Tensor = torch.Tensor
 RUNS = ("zs", "icl", *METHODS)
@@ -43,74 +59,6 @@ RUNS = ("zs", "icl", *METHODS)
 # Reproduce with `python benchmarks/icl_vs_gd.py --sweep`; the table is in notebooks/04_icl_vs_gd.ipynb.
 DEFAULT_LR = {"antonyms": 1e-3, "country_capital": 1e-3, "sentiment": 1e-3, "word_category": 1e-3}
 FALLBACK_LR = 1e-3
-
-
-@dataclass
-class RunRecord:
-    """What one run records for one test example."""
-
-    attn_out: Tensor  # (n_layers, d_model) attention block output at the last position
-    scores: Tensor  # (n_layers, n_heads, n_input) pre-softmax scores, last position over the test input
-    logprobs: Tensor  # (n_options,) mean label log-probability per option
-    answer: int  # index of the right option
-
-    @property
-    def prediction(self) -> int:
-        return int(self.logprobs.argmax())
-
-    @property
-    def correct(self) -> bool:
-        return self.prediction == self.answer
-
-
-@torch.no_grad()
-def record_run(view: ModelView, prompt: Prompt, hooks: bool = True) -> RunRecord:
-    """Run the model on ``prompt`` (+ each option), recording per layer what the metrics need.
-
-    All options share the prompt, so activations at the prompt's last position are read from
-    row 0 of one batch (right padding never reaches them under causal attention). When every
-    option is a single token, one row suffices. ``hooks=False``: option scores only.
-    """
-    P, options = len(prompt.ids), prompt.options
-    single = all(len(o) == 1 for o in options)
-    rows = [prompt.ids] if single else [prompt.ids + o for o in options]
-    width = max(len(r) for r in rows)
-    pad = rows[0][0]
-    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=view.device)
-    n, last = view.cfg.n_layers, prompt.last
-    s, e = prompt.input_span
-    attn_out: list[Tensor | None] = [None] * n
-    scores: list[Tensor | None] = [None] * n
-
-    def take_out(l):
-        def f(t):  # (B, T, d_model)
-            attn_out[l] = t[0, last].detach().float().clone()
-
-        return f
-
-    def take_scores(l):
-        def f(t):  # (B, H, T, T_k)
-            scores[l] = t[0, :, last, s:e].detach().float().clone()
-
-        return f
-
-    edits = {}
-    if hooks:
-        for l in range(n):
-            edits[hook_name(l, "attn_out")] = take_out(l)
-            edits[hook_name(l, "attn_scores")] = take_scores(l)
-    keep = width - P + 1  # logits of positions P-1 .. width-1
-    with view.overwrite(edits):
-        try:
-            logits = view.model(input_ids=ids, logits_to_keep=keep).logits
-        except TypeError:
-            logits = view.model(input_ids=ids).logits[:, P - 1 :]
-    logprobs = option_logprobs(logits, P, options)
-    empty = torch.empty(0)
-    return RunRecord(
-        torch.stack(attn_out) if hooks else empty, torch.stack(scores) if hooks else empty, logprobs.cpu(),
-        prompt.answer,
-    )
 
 
 def task_lr(task: str, lr: float | dict | None) -> float:
@@ -129,8 +77,8 @@ def _training_sequences(builder: PromptBuilder, demos: list[Example], loss_on: s
     return sequences
 
 
-def _record_all(view, builder, examples, demos, hooks=True) -> list[RunRecord]:
-    return [record_run(view, builder.prompt(e, demos), hooks) for e in examples]
+def _record_all(view, builder, examples, demos, hooks=True, read_at="label", keys="query") -> list[RunRecord]:
+    return [record_run(view, builder.prompt(e, demos), hooks, read_at, keys) for e in examples]
 
 
 def _correct_flags(records: list[RunRecord]) -> np.ndarray:
@@ -148,33 +96,64 @@ def _compare_updates(metric, field: str, zs, icl, ft) -> np.ndarray:
                         for z, i, f in zip(zs, icl, ft)]).numpy()
 
 
+def _attn_change(zs: list[RunRecord], run: list[RunRecord]) -> np.ndarray:
+    """|attn_out(run) - attn_out(ZS)| per example and layer, (n_examples, n_layers)."""
+    return torch.stack([(r.attn_out.double() - z.attn_out.double()).norm(dim=-1) for z, r in zip(zs, run)]).numpy()
+
+
+def _check_loss_on(loss_on: str) -> None:
+    if loss_on not in ("all", "label"):
+        raise ValueError(f"loss_on must be 'all' (the paper's: every token) or 'label', got {loss_on!r}.")
+
+
+def resolve_readout(view: ModelView, tokenizer, readout):
+    """The read-out of every layer in LCGD: None for ``"logit_lens"``, a trained tuned lens for ``"tuned_lens"``.
+
+    A lens object (``lens(resid, layer) -> logits``) passes through. ``"tuned_lens"`` loads the cached
+    lens of this model or trains it (:func:`lmscope.core.tuned_lens.load_or_train_tuned_lens`).
+    """
+    if readout is None or readout == "logit_lens":
+        return None
+    if readout == "tuned_lens":
+        from lmscope.core.tuned_lens import load_or_train_tuned_lens
+
+        return load_or_train_tuned_lens(view, tokenizer)
+    if callable(readout):
+        return readout
+    raise ValueError(f"readout must be 'logit_lens' (the paper's), 'tuned_lens' or a lens object, got {readout!r}.")
+
+
 def run_task(
     view: ModelView,
     tokenizer,
     task: str | Task,
-    k: int = 8,
+    k: int = 32,
     seeds: Sequence[int] = (0, 1, 2),
     lr: float | dict | None = None,
     n_test: int | None = None,
     trainable: Sequence[str] = ("W_K", "W_V"),
-    loss_on: str = "label",
+    loss_on: str = "all",
     methods: Sequence[str] = METHODS,
     progress: Callable[[str], None] | None = None,
+    read_at: str = "label",
+    keys: str = "query",
+    readout="logit_lens",
 ) -> TaskResult:
     """The four runs on ``n_test`` test examples of ``task`` for every seed, and their metrics.
 
-    ``loss_on``: ``"label"`` (the default: the label tokens only, where an LCGD step costs well under
-    2x a GD step) or ``"all"`` (every token of BOS + template + label, as in the paper's code; there
-    the 30 read-outs over the whole sequence make an LCGD step about 2.5x a GD step on SmolLM2).
+    Defaults are the paper's protocol (module docstring). ``loss_on``: ``"all"`` (every token of
+    BOS + template + label) or ``"label"`` (the label tokens only). ``read_at`` / ``keys``: see
+    :mod:`lmscope.icl.records`. ``readout``: ``"logit_lens"``, ``"tuned_lens"`` or a lens object.
     A finetuning method whose loss turns non-finite is skipped and reported in ``TaskResult.skipped``.
     """
     if not view.cfg.causal:
         raise ValueError("ICL vs GD needs a causal language model; BERT is a masked LM.")
-    if loss_on not in ("all", "label"):
-        raise ValueError(f"loss_on must be 'all' or 'label', got {loss_on!r}.")
+    _check_loss_on(loss_on)
+    check_reading(read_at, keys)
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"Unknown methods {bad}: use {METHODS}.")
+    lens = resolve_readout(view, tokenizer, readout)
     task = get_task(task)
     builder = PromptBuilder(task, tokenizer, view.cfg.n_ctx)
     tests = task.test_set if n_test is None else task.test_set[: int(n_test)]
@@ -182,26 +161,31 @@ def run_task(
         raise ValueError("n_test must be at least 1.")
     rate = task_lr(task.name, lr)
     say = progress or (lambda msg: None)
+    record = lambda demos: _record_all(view, builder, tests, demos, True, read_at, keys)  # noqa: E731
     t0 = time.perf_counter()
-    zs = _record_all(view, builder, tests, [])
+    zs = record([])
     t_zs = time.perf_counter() - t0
+    params = trainable_parameters(view, trainable)
     out = []
     for seed in seeds:
         demos = task.demonstrations(k, seed)
         times = {"zs": t_zs}
         t0 = time.perf_counter()
-        icl = _record_all(view, builder, tests, demos)
+        icl = record(demos)
         times["icl"] = time.perf_counter() - t0
         res = SeedResult(task.name, seed, k, rate, {"zs": _correct_flags(zs), "icl": _correct_flags(icl)})
         g = torch.Generator().manual_seed(seed)
         res.random_sim_aou = _compare_pairs(lambda z, i: random_sim_aou(z.attn_out, i.attn_out, g), zs, icl)
         res.sim_am["zs"] = _compare_pairs(lambda z, i: sim_am(i.scores, z.scores), zs, icl)
+        res.attn_change["icl"] = _attn_change(zs, icl)
         sequences = _training_sequences(builder, demos, loss_on)
+        saved = [t.param.detach().clone() for t in params]
         for method in methods:
             t0 = time.perf_counter()
             try:
-                with finetuned(view, sequences, method, rate, trainable) as losses:
-                    ft = _record_all(view, builder, tests, [])
+                with finetuned(view, sequences, method, rate, trainable, lens) as losses:
+                    res.update_norm[method] = update_norms(params, saved, view.cfg.n_layers).numpy()
+                    ft = record([])
             except NonFiniteLossError as err:
                 res.skipped[method] = str(err)
                 say(f"{task.name} seed {seed}: {method.upper()} skipped: {err}")
@@ -212,6 +196,7 @@ def run_task(
             res.sim_aou[method] = _compare_updates(sim_aou, "attn_out", zs, icl, ft)
             res.sim_am_delta[method] = _compare_updates(sim_am_delta, "scores", zs, icl, ft)
             res.sim_am[method] = _compare_pairs(lambda i, f: sim_am(i.scores, f.scores), icl, ft)
+            res.attn_change[method] = _attn_change(zs, ft)
         res.seconds = times
         say(f"{task.name} seed {seed}: " + ", ".join(f"{r} {res.accuracy(r):.2f}" for r in res.correct))
         out.append(res)
@@ -231,18 +216,21 @@ def sweep_lr(
     tokenizer,
     task: str | Task,
     lrs: Sequence[float],
-    k: int = 8,
+    k: int = 32,
     seed: int = 0,
     n_eval: int = 32,
     methods: Sequence[str] = METHODS,
     trainable: Sequence[str] = ("W_K", "W_V"),
-    loss_on: str = "label",
+    loss_on: str = "all",
+    readout="logit_lens",
 ) -> list[dict]:
     """Accuracy after finetuning with each learning rate, on validation examples (pool minus demos).
 
     Returns rows {lr, method, accuracy, final_loss, skipped}; the zero-shot accuracy is the row
     with ``lr`` 0 and method ``"zs"``.
     """
+    _check_loss_on(loss_on)
+    lens = resolve_readout(view, tokenizer, readout)
     task = get_task(task)
     builder = PromptBuilder(task, tokenizer, view.cfg.n_ctx)
     demos = task.demonstrations(k, seed)
@@ -255,7 +243,7 @@ def sweep_lr(
     for lr in lrs:
         for method in methods:
             try:
-                with finetuned(view, sequences, method, lr, trainable) as losses:
+                with finetuned(view, sequences, method, lr, trainable, lens) as losses:
                     acc = float(_correct_flags(_record_all(view, builder, evals, [], False)).mean())
                 rows.append({"lr": lr, "method": method, "accuracy": acc, "final_loss": losses[-1], "skipped": ""})
             except NonFiniteLossError as err:
@@ -268,8 +256,8 @@ def step_seconds(
     view: ModelView,
     tokenizer,
     task: str | Task,
-    k: int = 8,
-    loss_on: str = "label",
+    k: int = 32,
+    loss_on: str = "all",
     repeats: int = 1,
     trainable: Sequence[str] = ("W_K", "W_V"),
 ) -> dict[str, list[float]]:
@@ -278,8 +266,7 @@ def step_seconds(
     One step per training sequence of the ``k`` demonstrations of seed 0, ``repeats`` times:
     ``{"gd": [...], "lcgd": [...]}``, ``k * repeats`` timings each.
     """
-    if loss_on not in ("all", "label"):
-        raise ValueError(f"loss_on must be 'all' or 'label', got {loss_on!r}.")
+    _check_loss_on(loss_on)
     task = get_task(task)
     sequences = _training_sequences(PromptBuilder(task, tokenizer), task.demonstrations(k, 0), loss_on)
     params = trainable_parameters(view, trainable)
