@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lmscope import ModelView, hook_name
-from lmscope.embedding.validation import capture_attention_z, parameter_hidden_overlap
+from lmscope.embedding.validation import capture_attention_z, paper_overlap, parameter_hidden_overlap
 
 from conftest import make_tiny_model
 
@@ -42,3 +42,48 @@ def test_overlap_is_complete_when_the_parameters_are_the_hidden_state(view):
     ids = [torch.randint(3, 97, (4,))]
     out = parameter_hidden_overlap(view, ids, layers=[1], groups=["ff_values"], top_params=1, k=view.cfg.d_vocab)
     assert out["ff_values"]["aligned"].tolist() == [1.0] and out["ff_values"]["random"].tolist() == [1.0]
+
+
+def _brute_force_overlap(view, ids, layer, k, top_params, against_layer):
+    """The official recipe written out position by position with Python sets (FF values only)."""
+    with view.capture([hook_name(layer, "ff_coeffs"), hook_name(against_layer, "resid_post")]) as cache:
+        view.model(input_ids=ids)
+    coeffs = cache[hook_name(layer, "ff_coeffs")][0]
+    hidden = cache[hook_name(against_layer, "resid_post")][0]
+    E = view.W_U.detach()
+    scores = []
+    for p in range(ids.shape[1]):
+        units = coeffs[p].topk(top_params).indices
+        A = set()
+        for u in units.tolist():
+            A |= set((view.layers[layer].ff_values[u].detach() @ E).topk(k).indices.tolist())
+        B = set(view.unembed(hidden[p]).topk(k).indices.tolist())
+        scores.append(len(A & B) / k)
+    return float(np.mean(scores))
+
+
+def test_paper_overlap_matches_a_brute_force_reference(view):
+    blocks = torch.randint(3, 97, (2, 6))
+    out = paper_overlap(view, blocks, layers=[0, 1], groups=["ff_values"], top_params=2, k=7, n_positions=6)
+    assert out["positions"] == 6 and list(out["layers"]) == [0, 1]
+    for i, layer in enumerate([0, 1]):
+        for against, target in (("layer", layer), ("last", view.cfg.n_layers - 1)):
+            ref = _brute_force_overlap(view, blocks[:1], layer, 7, 2, target)
+            assert out["all tokens"][against]["ff_values"]["aligned"][i] == pytest.approx(ref)
+
+
+def test_paper_overlap_masks_and_errors(view):
+    blocks = torch.randint(3, 97, (3, 5))
+    keep = torch.ones(view.cfg.d_vocab, dtype=torch.bool)
+    keep[:40] = False
+    out = paper_overlap(view, blocks, layers=[2], k=view.cfg.d_vocab - 40, n_positions=12,
+                        masks={"all tokens": None, "some dropped": keep})
+    assert out["positions"] == 12
+    for g in ("ff_keys", "ff_values", "W_V", "W_O"):  # k = every kept token: the union covers B
+        assert out["some dropped"]["layer"][g]["aligned"].tolist() == [1.0]
+        assert out["some dropped"]["last"][g]["random"].tolist() == [1.0]
+        assert 0 <= out["all tokens"]["layer"][g]["random"][0] <= 1
+    with pytest.raises(ValueError, match="Unknown group"):
+        paper_overlap(view, blocks, groups=["W_X"])
+    with pytest.raises(ValueError, match="n_blocks, seq_len"):
+        paper_overlap(view, torch.zeros(5, dtype=torch.long))

@@ -1,6 +1,14 @@
 """Do parameters read in embedding space agree with the hidden states they act on? (Dar et al., section 4)
 
-At each layer and position take the ``top_params`` most active parameter vectors of a
+:func:`paper_overlap` is the measure of the official code (the chapter's main result): at each of
+the first ``n_positions`` positions of a text, the ``top_params`` FF units with the largest
+(signed) coefficient and the attention subheads with the largest (signed) ``z_j``; their keys,
+values, ``W_V`` columns and ``W_O`` rows read through ``E`` (top ``k`` each, unsigned); the score is
+|union ∩ B| / |B| with B the top-``k`` logit-lens tokens of the layer's output (or of the last
+layer's, ``against="last"``); the baseline takes the units of a random other position. Token masks
+(e.g. hub tokens dropped) restrict both sides' top-k.
+
+:func:`parameter_hidden_overlap` is our earlier variant: at each layer and position take the ``top_params`` most active parameter vectors of a
 group (FF units by |coefficient| for keys and values; subheads by |z_j|, the attention
 output coordinate that row j of W_O multiplies, for W_V columns and W_O rows). A is the
 union of their top-``k`` tokens (each vector signed by its activation), B the top-``k``
@@ -91,6 +99,94 @@ def parameter_hidden_overlap(view: ModelView, texts_ids: list[torch.Tensor], lay
     result = {g: {key: np.array(v) for key, v in d.items()} for g, d in out.items()}
     result["layers"] = np.array(layers)
     return result
+
+
+def _unit_tops(view: ModelView, layer: int, group: str, E: torch.Tensor, k: int, masks: dict,
+               chunk: int = 512) -> dict[str, torch.Tensor]:
+    """Per mask name, the top-``k`` token ids of every vector of ``group`` read as ``x E``: (n, k)."""
+    vecs = group_vectors(view, layer, group).detach().float()
+    out = {name: [] for name in masks}
+    for i in range(0, len(vecs), chunk):
+        scores = vecs[i: i + chunk] @ E  # (c, V)
+        for name, keep in masks.items():
+            s = scores if keep is None else scores.masked_fill(~keep, float("-inf"))
+            out[name].append(s.topk(k, dim=-1).indices)
+    return {name: torch.cat(v) for name, v in out.items()}
+
+
+def _membership(idx: torch.Tensor, V: int) -> torch.Tensor:
+    """Rows of token ids (P, m) -> bool (P, V), True where a row holds the token."""
+    return torch.zeros(idx.shape[0], V, dtype=torch.bool).scatter_(1, idx, True)
+
+
+@torch.no_grad()
+def paper_overlap(view: ModelView, blocks: torch.Tensor, layers=None, groups=GROUPS_CHECKED, *,
+                  top_params: int = 5, k: int = 50, n_positions: int = 1000, masks: dict | None = None,
+                  seed: int = 0) -> dict:
+    """The official code's parameter / hidden-state overlap on natural text.
+
+    ``blocks`` (n, T) token ids; the first ``n_positions`` positions (block by block) are used.
+    ``masks``: name -> bool (d_vocab,) of tokens to keep, or None for all (default
+    ``{"all tokens": None}``). Returns ``{"layers": (L,), "positions": P, mask name: {against:
+    {group: {"aligned": (L,), "random": (L,)}}}}`` with ``against`` in ("layer", "last").
+    """
+    for g in groups:
+        if g not in GROUPS_CHECKED:
+            raise ValueError(f"Unknown group '{g}': use some of {', '.join(GROUPS_CHECKED)}.")
+    blocks = torch.as_tensor(blocks)
+    if blocks.ndim != 2 or blocks.numel() == 0:
+        raise ValueError("blocks must be token ids of shape (n_blocks, seq_len), e.g. from "
+                         "lmscope.data.shakespeare.token_blocks.")
+    masks = {"all tokens": None} if masks is None else masks
+    cfg = view.cfg
+    layers = list(range(cfg.n_layers)) if layers is None else [view.layer(l).index for l in layers]
+    last = cfg.n_layers - 1
+    names = hook_names(["ff_coeffs", "resid_post"], sorted(set(layers) | {last}))
+    acts = {l: {"ff": [], "attn": [], "resid": []} for l in set(layers) | {last}}
+    got = 0
+    for ids in blocks:
+        if got >= n_positions:
+            break
+        with capture_attention_z(view, layers) as z, view.capture(names) as cache:
+            view.model(input_ids=ids.reshape(1, -1).to(view.device))
+        for l in acts:
+            acts[l]["resid"].append(cache[hook_name(l, "resid_post")][0].float())
+            if l in layers:
+                acts[l]["ff"].append(cache[hook_name(l, "ff_coeffs")][0].float())
+                acts[l]["attn"].append(z[l][0].float())
+        got += ids.numel()
+    acts = {l: {key: torch.cat(v)[:n_positions] if v else None for key, v in d.items()} for l, d in acts.items()}
+    P = acts[last]["resid"].shape[0]
+    E = view.W_U.detach().float()
+    V = E.shape[1]
+    rng = np.random.default_rng(seed)
+    other = torch.as_tensor((np.arange(P) + rng.integers(1, P, size=P)) % P if P > 1 else np.zeros(P, dtype=int))
+
+    def lens(l: int, keep) -> torch.Tensor:  # (P, V): the top-k logit-lens tokens of layer l's output
+        logits = view.unembed(acts[l]["resid"].to(view.W_U.dtype)).float()
+        if keep is not None:
+            logits = logits.masked_fill(~keep, float("-inf"))
+        return _membership(logits.topk(k, dim=-1).indices, V)
+
+    lens_last = {name: lens(last, keep) for name, keep in masks.items()}
+    out = {name: {a: {g: {"aligned": [], "random": []} for g in groups} for a in ("layer", "last")} for name in masks}
+    rep = cfg.n_heads // cfg.n_kv_heads
+    for l in layers:
+        lens_l = {name: lens(l, keep) for name, keep in masks.items()}
+        for g in groups:
+            a = acts[l]["ff" if g.startswith("ff_") else "attn"]
+            top = a.topk(top_params, dim=1).indices  # (P, top_params)
+            if g == "W_V":  # query-head subhead j = h*dh + c reads kv head h // rep
+                top = (top // cfg.d_head // rep) * cfg.d_head + top % cfg.d_head
+            tops = _unit_tops(view, l, g, E, k, masks)
+            for name in masks:
+                A = _membership(tops[name][top].reshape(P, -1), V)  # (P, V) union of the units' tokens
+                for against, B in (("layer", lens_l[name]), ("last", lens_last[name])):
+                    for kind, A_ in (("aligned", A), ("random", A[other])):
+                        out[name][against][g][kind].append(float(((A_ & B).sum(1).float() / k).mean()))
+    result = {name: {a: {g: {kind: np.array(v) for kind, v in d.items()} for g, d in per.items()}
+                     for a, per in by.items()} for name, by in out.items()}
+    return {"layers": np.array(layers), "positions": P, **result}
 
 
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> float:
