@@ -1,12 +1,15 @@
 # lmscope: `make book` builds the book, `make test` runs the tests; both set up .venv first.
 #   make book MODEL=gpt2-medium PROFILE=quick PARAMS="-p k 20"
+#   make book                      (both embedded models: SmolLM2-135M, then Gemma 3 270M)
+#   make book MODEL=gemma-3-270m   (one model)
+#   make publish                   (push book/_build/html to the gh-pages branch)
 #   make test PYTEST_ARGS="-m 'not slow'"
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lmscope-installed
-MODEL ?= smollm2-135m
+MODEL ?= smollm2-135m gemma-3-270m
 PROFILE ?= full
 PARAMS ?=
 PYTEST_ARGS ?=
@@ -14,7 +17,8 @@ CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := book
-.PHONY: book test lab debugger setup chromium clean-book
+.PHONY: book test lab debugger setup chromium clean-book mathjax publish
+MATHJAX := $(VENV)/mathjax/node_modules/mathjax/es5/tex-svg-full.js
 
 setup: $(STAMP)
 
@@ -30,16 +34,28 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m ipykernel install --sys-prefix --name lmscope --display-name "Python (lmscope)"
 	touch $@
 
+# MathJax 3 from npm: book/build.py serves it from the book's _static folder (no CDN).
+mathjax: $(MATHJAX)
+$(MATHJAX):
+	command -v npm >/dev/null || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y npm; }
+	npm install --no-audit --no-fund --prefix $(VENV)/mathjax mathjax@3
+
 # Debian's Chromium for the browser tests (never `playwright install`).
 chromium: $(CHROMIUM)
 $(CHROMIUM):
 	$(SUDO) apt-get update
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium
 
-book: setup
-	$(PY) book/build.py --model $(MODEL) --profile $(PROFILE) $(PARAMS)
+book: setup mathjax
+	$(PY) book/build.py $(foreach m,$(MODEL),--model $(m)) --profile $(PROFILE) $(PARAMS)
 
-test: setup chromium
+# The built HTML onto the gh-pages branch (ghp-import; the workflow in .github/ deploys it too).
+publish: setup
+	test -f book/_build/html/index.html || { echo "build the book first: make book"; exit 1; }
+	$(VENV)/bin/ghp-import --no-jekyll --branch gh-pages --message "book: built HTML" book/_build/html
+	git push origin gh-pages
+
+test: setup chromium mathjax
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lab: setup

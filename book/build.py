@@ -1,21 +1,29 @@
 """Build the lmscope book: run each chapter notebook with papermill, then Jupyter Book.
 
-    python book/build.py --model smollm2-135m --profile full [-p name value ...]
+    python book/build.py --model smollm2-135m --model gemma-3-270m --profile full [-p name value ...]
 
 (``make book`` runs this with the project's environment.)
 
 The chapters are the flat list in ``book/_toc.yml`` (``- file: chapters/NAME``); the
 source of chapter NAME is ``notebooks/NAME.ipynb``. A listed chapter whose notebook does
 not exist yet is skipped with a warning, so the book builds while studies are in progress.
+Chapters listed in :data:`ONCE` (the two-model comparison) run once, after every model.
 
 Steps:
 1. papermill runs each notebook with ``model``, ``profile`` and any ``-p`` parameters and
-   writes the executed copy to ``book/chapters/NAME.ipynb``. A failing cell stops the
-   build with a :class:`BookError` naming the notebook and the cell; the executed copy,
-   error included, stays in ``book/chapters/`` to read.
-2. Jupyter Book 1.x builds HTML from a staged copy of ``book/`` into a temporary folder
-   beside the output, with warnings as errors.
-3. Only then the new HTML replaces ``book/_build/html``: a failed run leaves the last good
+   writes the executed copy to ``book/chapters/NAME.ipynb`` (first model) or
+   ``book/chapters/<model>/NAME.ipynb`` (the others). ``$LMSCOPE_RESULTS`` points at
+   ``<chapters>/_results`` so each chapter's headline numbers land in this build's folder.
+   A chapter is reused when its cache key (the notebook, every library source, the
+   parameters and the model: :func:`chapter_key`) matches the key saved beside the executed
+   copy. A failing cell stops the build with a :class:`BookError` naming the notebook and
+   the cell; the executed copy, error included, stays to read.
+2. The executed copies are tidied for the static page (:func:`tidy_for_static`): runs of
+   stream output merge into one block, widget outputs become a one-line note.
+3. Jupyter Book 1.x builds HTML from a staged copy of ``book/`` (MathJax copied in from the
+   npm package, :func:`mathjax_file`) into a temporary folder beside the output, with
+   warnings as errors.
+4. Only then the new HTML replaces ``book/_build/html``: a failed run leaves the last good
    build in place.
 """
 
@@ -23,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -44,6 +54,15 @@ HTML = BOOK / "_build" / "html"
 KERNEL = "lmscope"  # Jupyter kernel that runs this interpreter (the project's venv)
 # Progress bars would show up in the static book as dead widgets; kernels inherit this.
 QUIET = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+LIBRARY = ROOT / "lib" / "lmscope"
+ONCE = ("05_two_models",)  # chapters that read every model's results: run once, last
+# MathJax 3 from the npm package (`make mathjax`), served from the book's _static folder.
+MATHJAX = ROOT / ".venv" / "mathjax" / "node_modules" / "mathjax" / "es5" / "tex-svg-full.js"
+SLOW_CELL = 10.0  # seconds: cells that run longer are logged with their time
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = ("<p class='lmscope-widget-note'>(An interactive widget stands here when the notebook runs "
+               "in JupyterLab or Voil\u00e0: <code>make lab</code>. In this static page, use the "
+               "precomputed explorer of this chapter instead.)</p>")
 
 log = logging.getLogger("lmscope.book")
 
@@ -122,9 +141,28 @@ def reliable_kernel_replies(step: float = 1.0):
         AsyncZMQSocketChannel.get_msg = original
 
 
+def _cell_progress(name: str):
+    """nbclient hooks that log every code cell running longer than :data:`SLOW_CELL` seconds."""
+    started: dict[int, float] = {}
+
+    def on_start(cell, cell_index, **_):
+        started[cell_index] = time.perf_counter()
+
+    def on_executed(cell, cell_index, **_):
+        seconds = time.perf_counter() - started.pop(cell_index, time.perf_counter())
+        if seconds >= SLOW_CELL:
+            first = (cell.source.strip().splitlines() or [""])[0][:60]
+            log.info("    %s: cell %d took %.0f s (%s)", name, cell_index, seconds, first)
+
+    return {"on_cell_start": on_start, "on_cell_executed": on_executed}
+
+
 def execute(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS,
-            chapters: Path = CHAPTERS, timeout: int | None = None) -> Path:
-    """Run ``notebooks/NAME.ipynb`` with papermill into ``chapters/NAME.ipynb``."""
+            chapters: Path = CHAPTERS, timeout: int | None = None, results: Path | None = None) -> Path:
+    """Run ``notebooks/NAME.ipynb`` with papermill into ``chapters/NAME.ipynb``.
+
+    ``results`` (default ``chapters/_results``) becomes ``$LMSCOPE_RESULTS`` for the kernel.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -132,12 +170,16 @@ def execute(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS,
     chapters.mkdir(parents=True, exist_ok=True)
     for key, value in QUIET.items():
         os.environ.setdefault(key, value)
+    results = Path(results) if results is not None else chapters / "_results"
+    results.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get("LMSCOPE_RESULTS")
+    os.environ["LMSCOPE_RESULTS"] = str(results.resolve())
     try:
         with reliable_kernel_replies():
             papermill.execute_notebook(
                 str(source), str(target), parameters=parameters, kernel_name=ensure_kernel(),
                 language="python", execution_timeout=timeout or execution_timeout(),
-                cwd=str(notebooks), progress_bar=False,
+                cwd=str(notebooks), progress_bar=False, **_cell_progress(name),
             )
     except PapermillExecutionError as err:
         first_line = err.source.strip().splitlines()[0] if err.source.strip() else ""
@@ -146,7 +188,85 @@ def execute(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS,
             f"(counting from 0; it starts {first_line!r}): {err.ename}: {err.evalue}\n"
             f"executed copy with the error: {target}"
         ) from err
+    finally:
+        if previous is None:
+            os.environ.pop("LMSCOPE_RESULTS", None)
+        else:
+            os.environ["LMSCOPE_RESULTS"] = previous
     return target
+
+
+# -- the cache of executed chapters ---------------------------------------------------------------
+
+def library_digest(library: Path = LIBRARY) -> str:
+    """sha256 over every file of the library (paths and bytes), caches and bytecode left out."""
+    digest = hashlib.sha256()
+    for path in sorted(library.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyo"}:
+            digest.update(str(path.relative_to(library)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def chapter_key(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS, library: str | None = None) -> str:
+    """Cache key of one execution: the notebook's bytes, the library, the parameters (model included)."""
+    digest = hashlib.sha256((notebooks / f"{name}.ipynb").read_bytes())
+    digest.update((library if library is not None else library_digest()).encode())
+    digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _key_file(chapters: Path, name: str) -> Path:
+    return chapters / f".{name}.key"
+
+
+def is_cached(name: str, key: str, chapters: Path) -> bool:
+    """True when ``chapters/NAME.ipynb`` was executed with cache key ``key``."""
+    path = _key_file(chapters, name)
+    return (chapters / f"{name}.ipynb").exists() and path.exists() and path.read_text().strip() == key
+
+
+def execute_cached(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS, chapters: Path = CHAPTERS,
+                   timeout: int | None = None, results: Path | None = None,
+                   library: str | None = None) -> bool:
+    """Execute chapter ``name`` unless its executed copy is current; True when it ran."""
+    key = chapter_key(name, parameters, notebooks=notebooks, library=library)
+    if is_cached(name, key, chapters):
+        return False
+    _key_file(chapters, name).unlink(missing_ok=True)
+    execute(name, parameters, notebooks=notebooks, chapters=chapters, timeout=timeout, results=results)
+    tidy_for_static(chapters / f"{name}.ipynb")
+    _key_file(chapters, name).write_text(key + "\n")
+    return True
+
+
+# -- the executed notebook, tidied for a page without a kernel ------------------------------------
+
+def tidy_for_static(path: Path) -> None:
+    """Merge runs of stream output of one cell into one block; widget outputs become a short note.
+
+    (A widget saved without its state renders as an empty box in a static page.)
+    """
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.outputs:
+            data = out.get("data", {})
+            if out.output_type in ("display_data", "execute_result") and WIDGET_MIME in data:
+                out = nbformat.v4.new_output("display_data", data={"text/html": WIDGET_NOTE,
+                                                                   "text/plain": "(interactive widget)"})
+                if outputs and outputs[-1].get("data", {}).get("text/html") == WIDGET_NOTE:
+                    continue
+            if (out.output_type == "stream" and outputs and outputs[-1].output_type == "stream"
+                    and outputs[-1].name == out.name):
+                outputs[-1].text += out.text
+                continue
+            outputs.append(out)
+        cell.outputs = outputs
+    nbformat.write(notebook, path)
 
 
 def _source_index(executed: Path, index: int) -> int:
@@ -158,11 +278,21 @@ def _source_index(executed: Path, index: int) -> int:
     return index - sum(i < index for i in injected)
 
 
+def mathjax_file(path: Path = MATHJAX) -> Path:
+    """MathJax's single-file SVG build from the npm package, or a BookError saying how to get it."""
+    if not path.exists():
+        raise BookError(f"MathJax is missing ({path}): run `make mathjax` "
+                        "(npm install --prefix .venv/mathjax mathjax@3)")
+    return path
+
+
 def build_html(names: list[str], output: Path = HTML, *, chapters: Path = CHAPTERS,
-               book: Path = BOOK, config: Path = CONFIG, strict: bool = True) -> Path:
+               book: Path = BOOK, config: Path = CONFIG, strict: bool = True,
+               parts: list[tuple[str, list[str]]] | None = None) -> Path:
     """Build HTML for ``intro`` plus the executed ``chapters/NAME.ipynb``, then swap it into ``output``.
 
-    The build runs from a staged copy of ``book/`` whose TOC lists exactly ``names``;
+    The build runs from a staged copy of ``book/`` whose TOC lists exactly ``names`` (names
+    may hold a folder: ``gemma-3-270m/00_model``), grouped in captioned ``parts`` when given;
     ``output`` is replaced only after Jupyter Book succeeds.
     """
     output = Path(output).resolve()
@@ -173,9 +303,15 @@ def build_html(names: list[str], output: Path = HTML, *, chapters: Path = CHAPTE
                                                                     "__pycache__"))
         (source / "chapters").mkdir()
         for name in names:
-            shutil.copy2(chapters / f"{name}.ipynb", source / "chapters")
+            (source / "chapters" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(chapters / f"{name}.ipynb", source / "chapters" / f"{name}.ipynb")
+        (source / "_static" / "mathjax").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(mathjax_file(), source / "_static" / "mathjax" / MATHJAX.name)
         toc = {"format": "jb-book", "root": "intro"}
-        if names:
+        if parts:
+            toc["parts"] = [{"caption": caption, "chapters": [{"file": f"chapters/{n}"} for n in part]}
+                            for caption, part in parts]
+        elif names:
             toc["chapters"] = [{"file": f"chapters/{name}"} for name in names]
         (source / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
 
@@ -202,26 +338,66 @@ def _swap(new: Path, output: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build(model: str, profile: str, params: dict | None = None, *, names: list[str] | None = None,
-          notebooks: Path = NOTEBOOKS, chapters: Path = CHAPTERS, output: Path = HTML,
-          timeout: int | None = None, strict: bool = True) -> Path:
-    """Execute the chapters (all available ones unless ``names``), then build the HTML book.
+MODEL_TITLES = {"smollm2-135m": "SmolLM2-135M-Instruct", "gemma-3-270m": "Gemma 3 270M"}
 
+
+def model_folder(model: str) -> str:
+    """File-safe folder name for a model (a Hugging Face id ``org/name`` becomes ``org--name``)."""
+    return model.replace("/", "--").replace("\\", "--")
+
+
+def build(model: str | list[str], profile: str, params: dict | None = None, *,
+          names: list[str] | None = None, notebooks: Path = NOTEBOOKS, chapters: Path = CHAPTERS,
+          output: Path = HTML, timeout: int | None = None, strict: bool = True,
+          library: str | None = None) -> Path:
+    """Execute the chapters (all available ones unless ``names``) for each model, then build the HTML.
+
+    ``model`` is one name or a list: the first model's chapters are ``chapters/NAME``, each
+    other model's ``chapters/<model>/NAME`` in a part of its own; chapters in :data:`ONCE`
+    run once, after all models, and read every model's results. A chapter whose cache key
+    is unchanged is not executed again. ``library`` overrides the library digest (tests).
     Returns the HTML folder. Raises :class:`BookError` on the first failing notebook or a
     failed Jupyter Book build; ``output`` is then left as it was.
     """
+    models = [model] if isinstance(model, str) else list(model)
+    if not models:
+        raise BookError("no model to build the book with: pass at least one --model")
     names = available_chapters(notebooks=notebooks) if names is None else list(names)
     missing = [name for name in names if not (notebooks / f"{name}.ipynb").exists()]
     if missing:
         raise BookError(f"no notebook for chapter(s) {', '.join(missing)} in {notebooks}")
-    parameters = {"model": model, "profile": profile, **(params or {})}
-    for i, name in enumerate(names, 1):
+    per_model = [name for name in names if name not in ONCE]
+    once = [name for name in names if name in ONCE]
+    library = library or library_digest()
+    results = chapters / "_results"
+    jobs = []  # (page name, folder, chapter, parameters)
+    for m, model_name in enumerate(models):
+        folder = chapters if m == 0 else chapters / model_folder(model_name)
+        prefix = "" if m == 0 else f"{model_folder(model_name)}/"
+        parameters = {"model": model_name, "profile": profile, **(params or {})}
+        jobs += [(prefix + name, folder, name, parameters) for name in per_model]
+    jobs += [(name, chapters, name, {"model": models[0], "profile": profile, **(params or {})}) for name in once]
+
+    timings = {}
+    for i, (page, folder, name, parameters) in enumerate(jobs, 1):
         start = time.perf_counter()
-        log.info("[%d/%d] running %s with %s", i, len(names), name, parameters)
-        execute(name, parameters, notebooks=notebooks, chapters=chapters, timeout=timeout)
-        log.info("[%d/%d] %s done in %.0f s", i, len(names), name, time.perf_counter() - start)
+        log.info("[%d/%d] %s (%s, %s)", i, len(jobs), page, parameters["model"], profile)
+        ran = execute_cached(name, parameters, notebooks=notebooks, chapters=folder, timeout=timeout,
+                             results=results, library=library)
+        timings[page] = {"seconds": round(time.perf_counter() - start, 1), "executed": ran}
+        log.info("[%d/%d] %s %s in %.0f s", i, len(jobs), page, "done" if ran else "unchanged, reused",
+                 time.perf_counter() - start)
     start = time.perf_counter()
-    html = build_html(names, output, chapters=chapters, strict=strict)
+    pages = [page for page, *_ in jobs]
+    parts = None
+    if len(models) > 1:
+        parts = [(f"The studies on {MODEL_TITLES.get(m, m)}", [p for p, f, n, q in jobs if q["model"] == m
+                                                               and n not in ONCE]) for m in models]
+        if once:
+            parts.append(("Comparing the models", once))
+    html = build_html(pages, output, chapters=chapters, strict=strict, parts=parts)
+    timings["html"] = {"seconds": round(time.perf_counter() - start, 1)}
+    (chapters / "_timings.json").write_text(json.dumps(timings, indent=1))
     log.info("built %s in %.0f s", html, time.perf_counter() - start)
     return html
 
@@ -241,7 +417,9 @@ def parse_value(text: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python book/build.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m", help="model name passed to every notebook")
+    parser.add_argument("--model", action="append", dest="models", metavar="MODEL",
+                        help="model the chapters run on (repeatable; default smollm2-135m); the first "
+                             "model's chapters come first, each other model gets a part of its own")
     parser.add_argument("--profile", default="full", help="'full' for the book, 'quick' for tests")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"), help="extra papermill parameter (repeatable)")
@@ -256,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("papermill").setLevel(logging.WARNING)
     params = {name: parse_value(value) for name, value in args.parameter}
     try:
-        html = build(args.model, args.profile, params, names=args.only, chapters=args.chapters,
+        html = build(args.models or ["smollm2-135m"], args.profile, params, names=args.only, chapters=args.chapters,
                      output=args.output, timeout=args.timeout, strict=args.strict)
     except BookError as err:
         print(f"book: error: {err}", file=sys.stderr)
