@@ -4,11 +4,17 @@ import copy
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import NEW_FAMILIES, TINY_FAMILIES, make_tiny_model
 from torch import nn
 
 from lmscope import ModelView
 from lmscope.core.families import FAMILIES, TRAINABLE_WEIGHTS, is_conv1d
+
+
+@pytest.fixture(params=TINY_FAMILIES + NEW_FAMILIES)
+def tiny(request):  # every family, the new ones included, until they join conftest's TINY_FAMILIES
+    model = make_tiny_model(request.param)
+    return request.param, model, ModelView(model)
 
 
 @pytest.mark.parametrize("which", ["W_Q", "W_K", "W_V"])
@@ -48,8 +54,39 @@ def test_block_linears_are_every_projection(tiny):
 
 
 def test_rotatable_and_causal_flags():
-    assert {name for name, f in FAMILIES.items() if f.rotatable} == {"llama", "mistral", "qwen2"}
+    assert {name for name, f in FAMILIES.items() if f.rotatable} == {"llama", "mistral", "qwen2", "qwen3", "smollm3"}
     assert {name for name, f in FAMILIES.items() if not f.causal} == {"bert"}
+
+
+def test_fused_gate_up_keys_are_row_blocks_and_train_together(tiny):
+    """ff_gate_keys / ff_keys are the [gate | up] rows of a fused projection (Phi-3), or their own modules."""
+    family, model, view = tiny
+    lv, cfg = view.layers[0], view.cfg
+    if view.family.gate_up_fused:
+        fused = view.blocks[0].get_submodule(view.family.ff_in).weight
+        assert fused.shape == (2 * cfg.d_ff, cfg.d_model)
+        assert torch.equal(lv.ff_gate_keys, fused[: cfg.d_ff]) and torch.equal(lv.ff_keys, fused[cfg.d_ff :])
+        assert lv.ff_keys.data_ptr() != lv.ff_gate_keys.data_ptr()
+    trained = view.family.trainable(view.blocks[0], cfg, "mlp")
+    assert len({id(p) for _, p, _ in trained}) == len(trained)  # a fused module's weight once
+
+
+def test_family_features_are_read_from_the_model(tiny):
+    """What each family needs (the module docstring of lmscope.core.families) shows in view.cfg."""
+    family, model, view = tiny
+    c = view.cfg
+    gemma = family.startswith("gemma")
+    assert (c.embed_scale == pytest.approx(c.d_model**0.5, rel=1e-6)) if gemma else c.embed_scale == 1.0
+    assert c.post_block_norms == (gemma or family == "olmo2")
+    assert c.qk_norm == (family in ("gemma3_text", "qwen3", "olmo2"))
+    assert c.final_softcap == (3.0 if gemma else None)
+    assert c.attn_softcap == (2.0 if family == "gemma2" else None)
+    assert c.nope_layers == ((1,) if family == "smollm3" else ())
+    windows = {"gemma2": (0, 2), "gemma3_text": (0, 1), "qwen3": (1, 2), "phi3": (0, 1, 2)}
+    assert c.sliding_layers == windows.get(family, ())
+    assert c.sliding_window == {"phi3": 4}.get(family, 3 if family in windows else None)
+    assert (view.layers[0].attn_norm is None) == (family == "olmo2")
+    assert view.architecture_table()[0] == {"name": "family", "value": view.family.name}
 
 
 def test_config_reads_context_and_causality(tiny):

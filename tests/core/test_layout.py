@@ -83,8 +83,11 @@ PATH_WORDS = {
     "self_attn", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj",
     "c_fc", "query_key_value", "dense_h_to_4h", "dense_4h_to_h", "input_layernorm", "post_attention_layernorm",
     "embed_tokens", "lm_head", "Conv1D", "ln_1", "ln_2", "ln_f", "wte", "gpt_neox", "transformer", "encoder",
+    "qkv_proj", "gate_up_proj", "q_norm", "k_norm", "pre_feedforward_layernorm", "post_feedforward_layernorm",
+    "attn_logit_softcapping", "final_logit_softcapping",
 }
-MODEL_TYPES = {"bert", "gpt2", "llama", "qwen2", "mistral", "gpt_neox"}
+MODEL_TYPES = {"bert", "gpt2", "llama", "qwen2", "mistral", "gpt_neox", "gemma2", "gemma3_text", "qwen3", "phi3",
+               "olmo2", "smollm3"}
 
 
 def code_words(path: Path) -> list[tuple[int, str]]:

@@ -2,10 +2,35 @@
 
 import pytest
 import torch
+from conftest import NEW_FAMILIES, TINY_FAMILIES, make_tiny_model
 
 from lmscope import ModelView
+from lmscope.core.hooks import hook_name, hook_names
 
 TOL = dict(rtol=1e-9, atol=1e-9)
+# Identities that cross one of the model's RMSNorms: HF's RMSNorms compute in float32 even in a float64
+# model, so the model's own output carries float32 rounding there.
+NORM_TOL = dict(rtol=2e-6, atol=2e-6)
+
+
+@pytest.fixture(params=TINY_FAMILIES + NEW_FAMILIES)
+def tiny(request):  # every family, the new ones included, until they join conftest's TINY_FAMILIES
+    model = make_tiny_model(request.param)
+    return request.param, model, ModelView(model)
+
+
+def _random_norm_gains(model, seed=1):
+    """Give every norm a random gain (and bias), so that an identity that drops one fails."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name.lower():
+                p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return model
+
+
+def _tol(view):
+    return NORM_TOL if view.cfg.post_block_norms else TOL
 
 
 def _ids(view, batch=2, length=7, seed=0):
@@ -79,11 +104,53 @@ def test_residual_stream_adds_up(tiny):
     names = view.hook_names(1)
     _, cache = view.run_with_cache(_ids(view), [n for n in names if "scores" not in n])
     pre, mid, post = (cache[f"blocks.1.{p}"] for p in ("resid_pre", "resid_mid", "resid_post"))
-    torch.testing.assert_close(mid, pre + cache["blocks.1.attn_out"], **TOL)
-    if not view.cfg.parallel_residual:
-        torch.testing.assert_close(post, mid + cache["blocks.1.mlp_out"], **TOL)
+    attn, mlp = cache["blocks.1.attn_resid"], cache["blocks.1.mlp_resid"]
+    torch.testing.assert_close(mid, pre + attn, **TOL)
+    if not view.cfg.post_block_norms:  # without a norm after the sub-block, it adds its raw output
+        torch.testing.assert_close(attn, cache["blocks.1.attn_out"], **TOL)
+        torch.testing.assert_close(mlp, cache["blocks.1.mlp_out"], **TOL)
     else:
-        torch.testing.assert_close(post, pre + cache["blocks.1.attn_out"] + cache["blocks.1.mlp_out"], **TOL)
+        lv = view.layers[1]
+        torch.testing.assert_close(attn, lv.post_attn_norm(cache["blocks.1.attn_out"]), **TOL)
+        torch.testing.assert_close(mlp, lv.post_ff_norm(cache["blocks.1.mlp_out"]), **TOL)
+    if not view.cfg.parallel_residual:
+        torch.testing.assert_close(post, mid + mlp, **TOL)
+    else:
+        torch.testing.assert_close(post, pre + attn + mlp, **TOL)
+
+
+def test_parts_sum_to_the_blocks_residual_contribution(tiny):
+    """Heads and m_i v_i, each through the post-norm frozen at the token's RMS, sum to attn_resid / mlp_resid."""
+    family, model, view = tiny
+    _random_norm_gains(model)
+    points = ("attn_heads", "attn_out", "attn_resid", "ff_coeffs", "mlp_out", "mlp_resid")
+    _, cache = view.run_with_cache(_ids(view), hook_names(points, range(view.cfg.n_layers)))
+    for l, lv in enumerate(view.layers):
+        c = {p: cache[hook_name(l, p)] for p in points}
+        heads, rest = lv.residual_parts("attn", c["attn_heads"], c["attn_out"])
+        torch.testing.assert_close(heads.sum(-2) + rest, c["attn_resid"], **_tol(view))
+        values = c["ff_coeffs"][..., None] * lv.ff_values  # (B, T, d_ff, d_model): m_i v_i
+        parts, rest = lv.residual_parts("ff", values, c["mlp_out"])
+        torch.testing.assert_close(parts.sum(-2) + rest, c["mlp_resid"], **_tol(view))
+        if lv.post_ff_norm is not None:  # each part is v_i * gain scaled by m_i / rms(mlp_out)
+            rms = c["mlp_out"].pow(2).mean(-1, keepdim=True).add(lv.post_ff_norm.eps if hasattr(
+                lv.post_ff_norm, "eps") else lv.post_ff_norm.variance_epsilon).sqrt()
+            applied = c["ff_coeffs"][..., None] * lv.ff_values_applied / rms[..., None]
+            torch.testing.assert_close(parts, applied, **TOL)
+        else:
+            assert lv.ff_values_applied is lv.ff_values or torch.equal(lv.ff_values_applied, lv.ff_values)
+    with pytest.raises(ValueError, match="'attn' or 'ff'"):
+        view.layers[0].residual_parts("mlp", values, c["mlp_out"])
+
+
+def test_embedding_enters_with_its_scale(tiny):
+    family, model, view = tiny
+    ids = _ids(view)
+    if family in ("gpt2", "bert"):
+        pytest.skip("learned absolute positions are added to the token embedding before the first block")
+    _, cache = view.run_with_cache(ids, [hook_name(0, "resid_pre")])
+    torch.testing.assert_close(cache[hook_name(0, "resid_pre")], view.W_E_applied[ids], **TOL)
+    assert (view.cfg.embed_scale != 1.0) == (view.family.embed_scale is not None)
 
 
 def test_unembed_of_last_residual_is_logits(tiny):
@@ -109,7 +176,13 @@ def test_overwrite_one_coefficient_changes_output_as_predicted(tiny):
     with view.overwrite({coeffs: set_unit}):
         logits, edited = view.run_with_cache(ids, [last])
     delta = (new_value - base[coeffs][..., unit])[..., None] * view.layers[l].ff_values[unit]
-    if view.cfg.post_norm:  # BERT: the update passes through the block's final LayerNorm
+    lv = view.layers[l]
+    if lv.post_ff_norm is not None:  # the post-norm sees the new raw sum: its RMS changes, run it again
+        _, parts = view.run_with_cache(ids, [f"blocks.{l}.resid_mid", f"blocks.{l}.mlp_out"])
+        expected = parts[f"blocks.{l}.resid_mid"] + lv.post_ff_norm(parts[f"blocks.{l}.mlp_out"] + delta)
+        frozen = base[last] + lv.residual_parts("ff", delta[..., None, :], parts[f"blocks.{l}.mlp_out"])[0][..., 0, :]
+        assert (frozen - expected).abs().max() > 1e-6  # reusing the frozen map would mispredict
+    elif view.cfg.post_norm:  # BERT: the update passes through the block's final LayerNorm
         block = view.blocks[l]
         mid = base[last]  # recompute through the output LayerNorm from captured parts
         _, parts = view.run_with_cache(ids, [f"blocks.{l}.resid_mid", f"blocks.{l}.mlp_out"])
@@ -117,8 +190,8 @@ def test_overwrite_one_coefficient_changes_output_as_predicted(tiny):
         del mid
     else:
         expected = base[last] + delta
-    torch.testing.assert_close(edited[last], expected, **TOL)
-    torch.testing.assert_close(logits, view.unembed(expected), **TOL)
+    torch.testing.assert_close(edited[last], expected, **_tol(view))
+    torch.testing.assert_close(logits, view.unembed(expected), **_tol(view))
 
 
 def test_hooks_removed_after_context_even_on_error(tiny):
@@ -141,12 +214,39 @@ def test_attention_scores_capture_matches_softmax_weights(tiny):
     base = model(input_ids=ids).logits
     with view.capture(["blocks.0.attn_scores"]) as cache:
         logits = model(input_ids=ids).logits
-    torch.testing.assert_close(logits, base, **TOL)  # the scored eager path changes nothing
+    # the scored eager path changes nothing (HF's own eager attention, Gemma 2's default, takes its softmax
+    # in float32 even in a float64 model)
+    torch.testing.assert_close(logits, base, **(NORM_TOL if model.config._attn_implementation == "eager" else TOL))
     scores = cache["blocks.0.attn_scores"]
     assert scores.shape == (2, view.cfg.n_heads, 7, 7)
     if family != "bert":  # causal: future keys are masked out
         probs = scores.softmax(-1)
         assert probs[..., 0, 1:].abs().max() < 1e-12
+
+
+def test_scores_honour_soft_caps_and_sliding_windows(tiny):
+    """Captured scores are capped (Gemma 2) and keys outside a sliding window get no weight."""
+    family, model, view = tiny
+    ids = _ids(view)
+    cfg = view.cfg
+    names = hook_names("attn_scores", range(cfg.n_layers))
+    with view.capture(names) as cache:
+        model(input_ids=ids)
+    t = ids.shape[1]
+    pos = torch.arange(t)
+    for l in range(cfg.n_layers):
+        probs = cache[names[l]].softmax(-1)
+        visible = probs > 0
+        if cfg.causal:
+            assert not visible[..., pos[:, None] < pos[None, :]].any()
+        if l in cfg.sliding_layers:  # HF's window: key j is seen by query i when i - window < j <= i
+            outside = pos[:, None] - pos[None, :] >= cfg.sliding_window
+            assert outside.any() and not visible[..., outside].any(), f"layer {l} saw keys outside its window"
+        elif cfg.causal:
+            assert visible[..., pos[:, None] >= pos[None, :]].all()
+        if cfg.attn_softcap is not None:
+            kept = cache[names[l]][visible]
+            assert kept.abs().max() <= cfg.attn_softcap
 
 
 def test_overwrite_attention_scores(tiny):

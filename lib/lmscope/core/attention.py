@@ -134,15 +134,19 @@ def scored_eager_attention(
     attention_mask: Tensor | None,
     scaling: float | None = None,
     dropout: float = 0.0,
+    softcap: float | None = None,
     **kwargs,
 ) -> tuple[Tensor, Tensor]:
-    """Eager attention whose pre-softmax scores pass through the active score edits: ((B, Tq, H, dh), weights)."""
+    """Eager attention whose pre-softmax scores pass through the active score edits: ((B, Tq, H, dh), weights).
+
+    As HF's eager attention: ``scaling`` and ``softcap`` come from the attention module (Gemma 2's
+    ``c * tanh(s / c)`` before the mask), sliding windows arrive in ``attention_mask``.
+    """
     n_rep = query.shape[1] // key.shape[1]
     if n_rep > 1:
         key = key.repeat_interleave(n_rep, dim=1)
         value = value.repeat_interleave(n_rep, dim=1)
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(2, 3)) * scale  # (B, H, Tq, Tk)
+    scores = _capped_scores(query, key, scaling, softcap)  # (B, H, Tq, Tk)
     scores = scores + additive_mask(module, attention_mask, scores)
     for edit in _SCORE_EDITS.get(module, ()):
         result = edit(scores)
@@ -152,6 +156,13 @@ def scored_eager_attention(
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
     out = torch.matmul(weights, value).transpose(1, 2).contiguous()  # (B, Tq, H, dh)
     return out, weights
+
+
+def _capped_scores(query: Tensor, key: Tensor, scaling: float | None, softcap: float | None) -> Tensor:
+    """Scaled (and soft-capped) scores ``q k^T``: (B, H, Tq, Tk) for same-head-count query and key."""
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    return scores if softcap is None else torch.tanh(scores / softcap) * softcap
 
 
 def additive_mask(module: nn.Module, mask: Tensor | None, scores: Tensor) -> Tensor:
@@ -178,9 +189,14 @@ def hf_topk_attention(
     scaling: float | None = None,
     dropout: float = 0.0,
     is_causal: bool | None = None,
+    softcap: float | None = None,
     **kwargs,
 ) -> tuple[Tensor, None]:
-    """Top-k attention with the settings :func:`use_attention` gave ``module``: ((B, Tq, Hq, D), None)."""
+    """Top-k attention with the settings :func:`use_attention` gave ``module``: ((B, Tq, Hq, D), None).
+
+    With an attention soft cap (Gemma 2; monotone, so the same keys win) the kept scores are capped
+    before their softmax on a dense path (:func:`_capped_topk`), since the kernels do not cap.
+    """
     settings = _TOPK_SETTINGS.get(module)
     if settings is None:
         raise RuntimeError(f"attention '{TOPK}' is active but this module has no top-k settings; "
@@ -190,9 +206,27 @@ def hf_topk_attention(
         attention_mask = attention_mask[..., : key.shape[2]]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = bool(causal and attention_mask is None and query.shape[2] > 1)
+    if softcap is not None:
+        return _capped_topk(module, query, key, value, attention_mask, topk, scaling, softcap, causal), None
     out = topk_attention(query, key, value, topk, chunk_size=chunk_size, causal=causal, mask=attention_mask,
                          scale=scaling)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _capped_topk(module, query, key, value, mask, topk, scaling, softcap, causal) -> Tensor:
+    """Dense top-k attention on soft-capped scores: (B, Tq, Hq, D)."""
+    n_rep = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(n_rep, dim=1), value.repeat_interleave(n_rep, dim=1)
+    scores = _capped_scores(query, key, scaling, softcap)  # (B, H, Tq, Tk)
+    if mask is None and causal:
+        scores = scores + additive_mask(module, None, scores)
+    elif mask is not None:
+        scores = scores + additive_mask(module, mask, scores)
+    k = min(topk, scores.shape[-1])
+    kth = scores.topk(k, dim=-1).values[..., -1:]  # ties at the k-th score are kept
+    scores = scores.masked_fill(scores < kth, float("-inf"))
+    weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous()
 
 
 AttentionInterface.register(SCORED, scored_eager_attention)

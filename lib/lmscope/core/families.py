@@ -9,11 +9,20 @@ Paths are ``get_submodule`` paths: ``layers``, ``embed``, ``final_norm`` and ``u
 model root, the others from one block. Weights are read in ``nn.Linear`` orientation
 (out_features, in_features); GPT-2's ``Conv1D`` stores the transpose, and :func:`linear_weight`
 is the one function that knows it.
+
+What each family needs beyond a llama-like block (the tiny configs of ``tests/conftest.py`` exercise
+every entry): GPT-2 fused stacked q/k/v, Conv1D; GPT-NeoX per-head fused q/k/v, parallel residual;
+BERT post-norm, masked LM; Gemma 2 ``(1 + weight)`` RMSNorms, post-sub-block ("sandwich") norms,
+embedding scaled by sqrt(d_model), attention and final-logit soft caps, sliding-window layers,
+GeGLU; Gemma 3 the same with QK-norm and no attention soft cap; Qwen3 QK-norm (per head), optional
+sliding windows; Phi-3 fused ``qkv_proj`` (GQA row sizes) and fused ``gate_up_proj`` (rows
+``[gate | up]``); OLMo 2 post-norms only (no pre-norm) and QK-norm over all heads; SmolLM3 some
+layers without RoPE.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -58,6 +67,14 @@ class ModelConfig:
     post_norm: bool
     causal: bool  # a causal LM (False: a masked LM such as BERT)
     n_ctx: int | None  # the longest input the config allows (None if it does not say)
+    embed_scale: float = 1.0  # the embedding module multiplies W_E[token] by this (Gemma: sqrt(d_model))
+    final_softcap: float | None = None  # logits = c * tanh(logits / c) after the unembedding (Gemma 2)
+    attn_softcap: float | None = None  # scores = c * tanh(scores / c) before the mask (Gemma 2)
+    sliding_window: int | None = None  # window of the sliding-window layers (HF: keys i - window < j <= i)
+    sliding_layers: tuple[int, ...] = ()  # layers that attend within ``sliding_window`` only
+    nope_layers: tuple[int, ...] = ()  # layers without positional encoding (SmolLM3)
+    qk_norm: bool = False  # an RMSNorm on queries and keys after their projection (Gemma 3, Qwen3, OLMo 2)
+    post_block_norms: bool = False  # a norm on each sub-block's output before the residual add
 
 
 # -- where W_Q, W_K, W_V live ----------------------------------------------------------------------
@@ -82,12 +99,24 @@ class SeparateQKV:
         return (self.q, self.k, self.v)
 
 
+def _rows_mask(module: nn.Module, name: str, param: nn.Parameter, rows: Tensor) -> Tensor:
+    """A 0/1 mask of ``param`` (weight or bias of ``module``) keeping output rows ``rows``."""
+    if name == "weight":
+        mask = torch.zeros_like(linear_weight(module))  # (out, in)
+        mask[rows] = 1
+        return mask.T if is_conv1d(module) else mask
+    mask = torch.zeros_like(param)
+    mask[rows] = 1
+    return mask
+
+
 @dataclass(frozen=True)
 class FusedQKV:
     """W_Q, W_K and W_V as row blocks of one linear module.
 
-    ``layout="stacked"``: rows ``[q | k | v]`` (GPT-2's ``c_attn``); ``"per_head"``: for each head
-    the rows ``[q_h, k_h, v_h]`` (GPT-NeoX's ``query_key_value``, as many kv heads as query heads).
+    ``layout="stacked"``: rows ``[q | k | v]`` with n_heads, n_kv_heads, n_kv_heads row blocks of
+    d_head (GPT-2's ``c_attn``, Phi-3's ``qkv_proj`` with GQA); ``"per_head"``: for each head the rows
+    ``[q_h, k_h, v_h]`` (GPT-NeoX's ``query_key_value``, as many kv heads as query heads).
     """
 
     path: str
@@ -122,17 +151,50 @@ class FusedQKV:
         """The fused weight and bias, each with a 0/1 mask that keeps only the rows of ``which``."""
         module = block.get_submodule(self.path)
         rows = self.rows(cfg, which)
-        out = []
-        for name, param in module.named_parameters(recurse=False):
-            if name == "weight":
-                mask = torch.zeros_like(linear_weight(module))  # (out, in)
-                mask[rows] = 1
-                mask = mask.T if is_conv1d(module) else mask
-            else:
-                mask = torch.zeros_like(param)
-                mask[rows] = 1
-            out.append((f"{self.path}.{name}", param, mask))
-        return out
+        return [(f"{self.path}.{name}", param, _rows_mask(module, name, param, rows))
+                for name, param in module.named_parameters(recurse=False)]
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,)
+
+
+# -- where the FF keys live ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeparateFF:
+    """The FF input projection (``up``; the only one of an ungated MLP) and the gate projection, if any."""
+
+    up: str
+    gate: str | None = None
+
+    def read(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor, Tensor | None]:
+        """``(ff_keys, ff_gate_keys)``: each (d_ff, d_model); the gate None for an ungated MLP."""
+        gate = None if self.gate is None else linear_weight(block.get_submodule(self.gate))
+        return linear_weight(block.get_submodule(self.up)), gate
+
+    def biases(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor | None, Tensor | None]:
+        """``(b_up, b_gate)``: each (d_ff,) or None."""
+        gate = None if self.gate is None else block.get_submodule(self.gate).bias
+        return block.get_submodule(self.up).bias, gate
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.up,) if self.gate is None else (self.gate, self.up)
+
+
+@dataclass(frozen=True)
+class FusedGateUp:
+    """Gate and up projections as the row blocks ``[gate | up]`` of one linear module (Phi-3's ``gate_up_proj``)."""
+
+    path: str
+
+    def read(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor, Tensor]:
+        w = linear_weight(block.get_submodule(self.path))  # (2 d_ff, d_model): views of the weight
+        return w[cfg.d_ff :], w[: cfg.d_ff]
+
+    def biases(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor | None, Tensor | None]:
+        b = block.get_submodule(self.path).bias
+        return (None, None) if b is None else (b[cfg.d_ff :], b[: cfg.d_ff])
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -152,11 +214,11 @@ class Family:
     attn: str  # the attention module (it calls the attention interface)
     qkv: SeparateQKV | FusedQKV
     attn_out_proj: str  # W_O: its input is z, its output attn_out
-    ff_in: str  # FF input projection ('up' for gated MLPs)
-    ff_gate: str | None  # gate projection of gated MLPs
+    ff_in: str  # FF input projection ('up' for gated MLPs; Phi-3: the fused gate_up module)
+    ff_gate: str | None  # gate projection of gated MLPs (Phi-3: the same fused module as ff_in)
     ff_out: str  # FF output projection: its input is the coefficients m, its output mlp_out
-    attn_norm: str  # the attention sub-block's norm (pre-norm: its input; post-norm: after the add)
-    ff_norm: str  # the FF sub-block's norm
+    attn_norm: str | None  # the attention sub-block's norm (pre-norm: its input; post-norm: after the add; OLMo 2: none)
+    ff_norm: str | None  # the FF sub-block's norm (OLMo 2: none)
     norm: str = "layer"  # "rms" (RMSNorm) or "layer" (LayerNorm)
     post_norm: bool = False  # BERT-style: a norm after each residual add
     resid_mid_module: str | None = None  # post-norm: the module whose output is resid_mid
@@ -164,21 +226,39 @@ class Family:
     post_attn_norm: str | None = None  # norm on the attention output before the residual add (Gemma 2/3, OLMo 2)
     post_ff_norm: str | None = None  # norm on the FF output before the residual add (Gemma 2/3, OLMo 2)
     norm_gain_offset: float = 0.0  # 1.0 where norms scale by (1 + weight) (Gemma)
+    gate_up_fused: bool = False  # ff_in == ff_gate is one module with rows [gate | up] (Phi-3)
+    qk_norms: tuple[str, str] | None = None  # query and key norms inside the block (QK-norm)
+    embed_scale: str | None = None  # attribute of the embedding module holding its scale (Gemma)
+    attn_softcap: str | None = None  # config field of the attention soft cap the attention module passes on
+    final_softcap: str | None = None  # config field of the final-logit soft cap
+    window_every_layer: bool = False  # config.sliding_window applies to every layer (Phi-3)
+
+    @property
+    def ff(self) -> SeparateFF | FusedGateUp:
+        """The reader of the FF keys (:class:`SeparateFF` or :class:`FusedGateUp`)."""
+        return FusedGateUp(self.ff_in) if self.gate_up_fused else SeparateFF(self.ff_in, self.ff_gate)
+
+    @property
+    def ff_paths(self) -> tuple[str, ...]:
+        """Paths of the FF projections, each once: (gate,) up, out."""
+        return (*self.ff.paths, self.ff_out)
 
     @property
     def block_linears(self) -> tuple[str, ...]:
         """Paths of every linear projection of a block: W_Q/W_K/W_V, W_O, the FF projections."""
-        ff = tuple(p for p in (self.ff_gate, self.ff_in, self.ff_out) if p is not None)
-        return (*self.qkv.paths, self.attn_out_proj, *ff)
+        return (*self.qkv.paths, self.attn_out_proj, *self.ff_paths)
 
     @property
     def rotatable(self) -> bool:
         """Whether a rotation of the residual basis can be folded into the weights exactly.
 
-        True for RMSNorm pre-norm families with separate projections (an RMSNorm without gain
-        commutes with an orthogonal map; a LayerNorm's centering does not).
+        True for RMSNorm pre-norm families with separate projections and plain ``weight`` gains (an
+        RMSNorm without gain commutes with an orthogonal map; a LayerNorm's centering does not).
+        Families with norms after a sub-block, ``1 + weight`` gains or without a pre-norm are not.
         """
-        return self.norm == "rms" and not self.post_norm and isinstance(self.qkv, SeparateQKV)
+        return (self.norm == "rms" and not self.post_norm and isinstance(self.qkv, SeparateQKV)
+                and self.attn_norm is not None and self.post_attn_norm is None and self.norm_gain_offset == 0
+                and not self.gate_up_fused and self.embed_scale is None)
 
     def trainable(self, block: nn.Module, cfg: ModelConfig, which: str) -> list[BlockParameter]:
         """The parameters of one block that finetuning ``which`` (see :data:`TRAINABLE_WEIGHTS`) trains."""
@@ -187,8 +267,7 @@ class Family:
         if which == "W_O":
             return _own_parameters(block, self.attn_out_proj)
         if which == "mlp":
-            return [t for p in (self.ff_gate, self.ff_in, self.ff_out) if p is not None
-                    for t in _own_parameters(block, p)]
+            return [t for p in self.ff_paths for t in _own_parameters(block, p)]
         raise ValueError(f"Unknown trainable weights '{which}': choose from {', '.join(TRAINABLE_WEIGHTS)}.")
 
     def read_config(self, model: nn.Module) -> ModelConfig:
@@ -199,6 +278,11 @@ class Family:
         layers = model.get_submodule(self.layers)
         n_ctx = next((n for n in (getattr(c, a, None) for a in ("max_position_embeddings", "n_positions", "n_ctx"))
                       if isinstance(n, int) and n > 0), None)
+        attns = [block.get_submodule(self.attn) for block in layers]
+        window = getattr(c, "sliding_window", None) if self.window_every_layer else None
+        windows = [window if self.window_every_layer else getattr(a, "sliding_window", None) for a in attns]
+        embed = model.get_submodule(self.embed)
+        scale = 1.0 if self.embed_scale is None else float(getattr(embed, self.embed_scale))  # a 0-d buffer
         return ModelConfig(
             family=self.name,
             model_type=c.model_type,
@@ -214,6 +298,14 @@ class Family:
             post_norm=self.post_norm,
             causal=self.causal,
             n_ctx=n_ctx,
+            embed_scale=scale,
+            final_softcap=None if self.final_softcap is None else getattr(c, self.final_softcap, None),
+            attn_softcap=None if self.attn_softcap is None else getattr(c, self.attn_softcap, None),
+            sliding_window=next((w for w in windows if w is not None), None),
+            sliding_layers=tuple(i for i, w in enumerate(windows) if w is not None),
+            nope_layers=tuple(i for i, a in enumerate(attns) if not getattr(a, "use_rope", True)),
+            qk_norm=self.qk_norms is not None,
+            post_block_norms=self.post_attn_norm is not None,
         )
 
 
@@ -232,6 +324,29 @@ _LLAMA = Family(
     attn_norm="input_layernorm",
     ff_norm="post_attention_layernorm",
     norm="rms",
+)
+
+_GEMMA = Family(
+    name="gemma2",
+    layers="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    unembed="lm_head",
+    attn="self_attn",
+    qkv=SeparateQKV("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    attn_out_proj="self_attn.o_proj",
+    ff_in="mlp.up_proj",
+    ff_gate="mlp.gate_proj",
+    ff_out="mlp.down_proj",
+    attn_norm="input_layernorm",
+    ff_norm="pre_feedforward_layernorm",
+    norm="rms",
+    post_attn_norm="post_attention_layernorm",  # Gemma's names: this one is on the attention output
+    post_ff_norm="post_feedforward_layernorm",
+    norm_gain_offset=1.0,
+    embed_scale="embed_scale",
+    attn_softcap="attn_logit_softcapping",
+    final_softcap="final_logit_softcapping",
 )
 
 #: config.model_type -> Family
@@ -254,6 +369,19 @@ FAMILIES: dict[str, Family] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
+    "smollm3": replace(_LLAMA, name="smollm3"),  # some layers without RoPE: the attention module's own business
+    "qwen3": replace(_LLAMA, name="qwen3", qk_norms=("self_attn.q_norm", "self_attn.k_norm")),  # per-head QK-norm
+    "gemma2": _GEMMA,
+    "gemma3_text": replace(_GEMMA, name="gemma3_text", attn_softcap=None,  # Gemma 3 passes no attention soft cap
+                           qk_norms=("self_attn.q_norm", "self_attn.k_norm")),
+    "phi3": replace(
+        _LLAMA, name="phi3", qkv=FusedQKV("self_attn.qkv_proj", "stacked"), ff_in="mlp.gate_up_proj",
+        ff_gate="mlp.gate_up_proj", gate_up_fused=True, window_every_layer=True,
+    ),
+    "olmo2": replace(  # post-norms only: the residual enters attention and FF unnormalised
+        _LLAMA, name="olmo2", attn_norm=None, ff_norm=None, post_attn_norm="post_attention_layernorm",
+        post_ff_norm="post_feedforward_layernorm", qk_norms=("self_attn.q_norm", "self_attn.k_norm"),
+    ),
     "gpt_neox": Family(
         name="gpt_neox",
         layers="gpt_neox.layers",

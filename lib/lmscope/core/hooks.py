@@ -8,17 +8,25 @@ point            shape               what it is
 ===============  ==================  =============================================
 ``resid_pre``    (B, T, d_model)     residual stream entering the block
 ``resid_mid``    (B, T, d_model)     after the attention update (pre-norm models:
-                                     ``resid_pre + attn_out``; BERT: after its norm)
+                                     ``resid_pre + attn_resid``; BERT: after its norm)
 ``resid_post``   (B, T, d_model)     residual stream leaving the block
-``attn_out``     (B, T, d_model)     attention block output, before the residual add
-``attn_heads``   (B, T, H, d_model)  per-head outputs; ``attn_out = sum_h + b_O``
+``attn_out``     (B, T, d_model)     attention sub-block's raw output (W_O's output),
+                                     the sum of the heads and b_O
+``attn_resid``   (B, T, d_model)     what attention adds to the residual: ``attn_out``,
+                                     or ``post_attn_norm(attn_out)`` (Gemma 2/3, OLMo 2)
+``attn_heads``   (B, T, H, d_model)  per-head raw outputs; ``attn_out = sum_h + b_O``
 ``attn_scores``  (B, H, T, T_k)      pre-softmax scores, mask included (the model runs
                                      the scored eager attention of
                                      :mod:`lmscope.core.attention` while such a hook is
                                      active)
-``mlp_out``      (B, T, d_model)     FF block output, before the residual add
+``mlp_out``      (B, T, d_model)     FF sub-block's raw output, ``sum_i m_i v_i + b``
+``mlp_resid``    (B, T, d_model)     what the FF adds to the residual: ``mlp_out``, or
+                                     ``post_ff_norm(mlp_out)`` (Gemma 2/3, OLMo 2)
 ``ff_coeffs``    (B, T, d_ff)        FF coefficients m_i (input of the output projection)
 ===============  ==================  =============================================
+
+With a post-norm, an edit of ``attn_out``/``mlp_out`` passes through that norm (which
+sees the new raw sum); an edit of ``*_resid`` replaces the norm's output.
 
 Hooks only exist inside the ``capture``/``overwrite`` context managers, which
 always remove them, also when the body raises. They nest.
@@ -45,9 +53,11 @@ POINTS = (
     "resid_mid",
     "resid_post",
     "attn_out",
+    "attn_resid",
     "attn_heads",
     "attn_scores",
     "mlp_out",
+    "mlp_resid",
     "ff_coeffs",
 )
 
@@ -168,6 +178,18 @@ class HookPoints:
     def _register_mlp_out(self, layer, edit):
         return self._output_hook(self._module(layer, self.view.family.ff_out), edit)
 
+    def _adds(self, layer: int, sub: str) -> nn.Module:
+        """The module whose output sub-block ``sub`` ("attn"/"ff") adds to the residual stream."""
+        f = self.view.family
+        post, raw = (f.post_attn_norm, f.attn_out_proj) if sub == "attn" else (f.post_ff_norm, f.ff_out)
+        return self._module(layer, raw if post is None else post)
+
+    def _register_attn_resid(self, layer, edit):
+        return self._output_hook(self._adds(layer, "attn"), edit)
+
+    def _register_mlp_resid(self, layer, edit):
+        return self._output_hook(self._adds(layer, "ff"), edit)
+
     def _register_ff_coeffs(self, layer, edit):
         def pre(module, args):
             new = edit(args[0])
@@ -196,21 +218,21 @@ class HookPoints:
         family = self.view.family
         if family.resid_mid_module is not None:  # post-norm: a module outputs it
             return self._output_hook(self._module(layer, family.resid_mid_module), edit)
-        # pre-norm: resid_mid = resid_pre + attn_out; an edit changes attn_out by the difference
+        # pre-norm: resid_mid = resid_pre + attn_resid; an edit changes attn_resid by the difference
         state: dict[str, Tensor] = {}
 
         def pre(module, args, kwargs):
             state["resid_pre"] = args[0] if args else kwargs["hidden_states"]
 
         def post(module, args, output):
-            attn_out = _first(output)
-            mid = state["resid_pre"] + attn_out
+            added = _first(output)
+            mid = state["resid_pre"] + added
             new = edit(mid)
             return None if new is None else _replace_first(output, new - state["resid_pre"])
 
         return [
             self.view.blocks[layer].register_forward_pre_hook(pre, with_kwargs=True),
-            self._module(layer, family.attn_out_proj).register_forward_hook(post),
+            self._adds(layer, "attn").register_forward_hook(post),
         ]
 
     @contextmanager

@@ -11,6 +11,26 @@ projection (``up_proj`` for gated MLPs, whose gate rows are ``ff_gate_keys``), `
 (d_ff, d_model) the rows of the output projection, and the coefficient ``m_i`` of unit ``i`` is the
 input of that output projection, so ``mlp_out = sum_i m_i ff_values[i] + b_ff_out``.
 
+The exact decomposition of a block, for every family. ``attn_out`` and ``mlp_out`` are always the
+sub-block's raw output, the sum of its parts: ``attn_out = sum_h head_h + b_O`` (``attn_heads``),
+``mlp_out = sum_i m_i v_i + b_ff_out``. What the sub-block adds to the residual stream
+(``attn_resid``, ``mlp_resid``) is that raw output, except in families with a norm after the
+sub-block (Gemma 2/3 "sandwich" norms, OLMo 2's post-norms: ``LayerView.post_attn_norm`` /
+``post_ff_norm`` are not None), where it is ``post_norm(raw)``. At one token an RMSNorm divides by
+one number, ``rms(raw)``, so the norm is linear there (:meth:`ModelView.frozen_norm`) and each part's
+contribution is ``part * gain / rms(raw)`` (``gain = weight``, or ``1 + weight`` for Gemma); these sum
+exactly to the block's contribution (:meth:`LayerView.residual_parts`). The read-out in embedding space
+of what an FF value writes is therefore ``ff_values_applied = v_i * gain`` (up to the token's positive
+``1 / rms``). An intervention on a coefficient changes ``rms(raw)``: the predicted effect runs the
+post-norm again on the new raw sum, it does not reuse the frozen map. Pre-norm families:
+``resid_mid = resid_pre + attn_resid``, ``resid_post = resid_mid + mlp_resid`` (parallel residual:
+``resid_post = resid_pre + attn_resid + mlp_resid``); BERT normalises after each add instead.
+The embedding enters the residual as ``W_E_applied = W_E * cfg.embed_scale`` (Gemma: sqrt(d_model));
+the logits are ``unembed(resid_post[-1])``: final norm, ``W_U`` (+ ``b_U``), then the final soft cap
+``c * tanh(logits / c)`` where the family has one (Gemma 2). Queries and keys may pass a QK-norm
+(``cfg.qk_norm``) and RoPE before the scores, so ``W_QK`` is the bilinear form of the raw
+projections only.
+
 Hook points (:mod:`lmscope.core.hooks`) are named ``hook_name(layer, point)``, e.g. ``blocks.3.mlp_out``.
 """
 
@@ -90,16 +110,68 @@ class LayerView:
 
     @property
     def ff_keys(self) -> Tensor:  # (d_ff, d_model)
-        return linear_weight(self._part(self._family.ff_in))
+        return self._family.ff.read(self.block, self._cfg)[0]
 
     @property
     def ff_gate_keys(self) -> Tensor | None:  # (d_ff, d_model), gated MLPs only
-        gate = self._part(self._family.ff_gate)
-        return None if gate is None else linear_weight(gate)
+        return self._family.ff.read(self.block, self._cfg)[1]
 
     @property
     def ff_values(self) -> Tensor:  # (d_ff, d_model)
         return linear_weight(self._part(self._family.ff_out)).T
+
+    # -- norms around the sub-blocks ------------------------------------------------------
+    @property
+    def attn_norm(self) -> nn.Module | None:
+        """The norm on the attention sub-block's input (None without a pre-norm: OLMo 2)."""
+        return self._part(self._family.attn_norm)
+
+    @property
+    def ff_norm(self) -> nn.Module | None:
+        """The norm on the FF sub-block's input (None without a pre-norm: OLMo 2)."""
+        return self._part(self._family.ff_norm)
+
+    @property
+    def post_attn_norm(self) -> nn.Module | None:
+        """The norm on the attention output before the residual add (Gemma 2/3, OLMo 2), else None."""
+        return self._part(self._family.post_attn_norm)
+
+    @property
+    def post_ff_norm(self) -> nn.Module | None:
+        """The norm on the FF output before the residual add (Gemma 2/3, OLMo 2), else None."""
+        return self._part(self._family.post_ff_norm)
+
+    def _gain(self, norm: nn.Module) -> Tensor:  # (d_model,)
+        return norm.weight + self._family.norm_gain_offset
+
+    @property
+    def ff_values_applied(self) -> Tensor:
+        """What each FF value writes into the residual, up to the token's ``1 / rms``: (d_ff, d_model).
+
+        ``v_i * gain`` of the post-FF norm (``1 + weight`` for Gemma), or ``v_i`` without one.
+        """
+        norm = self.post_ff_norm
+        return self.ff_values if norm is None else self.ff_values * self._gain(norm).to(self.ff_values.dtype)
+
+    def residual_parts(self, sub: str, parts: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+        """Each part's contribution to the residual stream, and the constant rest.
+
+        ``sub`` is ``"attn"`` (parts: heads, ``attn_heads``) or ``"ff"`` (parts: ``m_i v_i``).
+        ``parts`` (..., n, d_model) sum, with the sub-block's output bias, to ``total`` (..., d_model),
+        the raw ``attn_out`` / ``mlp_out`` at the same positions. Returns ``(contributions
+        (..., n, d_model), rest (..., d_model))`` with ``contributions.sum(-2) + rest`` equal to what
+        the sub-block adds to the residual (``attn_resid`` / ``mlp_resid``): the post-norm frozen at
+        ``total`` applied to each part (see the module docstring), or the parts themselves.
+        """
+        if sub not in ("attn", "ff"):
+            raise ValueError(f"sub must be 'attn' or 'ff', got {sub!r}.")
+        out = self._part(self._family.attn_out_proj if sub == "attn" else self._family.ff_out)
+        bias = torch.zeros_like(total) if out.bias is None else out.bias.to(total.dtype).expand_as(total)
+        norm = self.post_attn_norm if sub == "attn" else self.post_ff_norm
+        if norm is None:
+            return parts, bias
+        apply, norm_bias = frozen_norm(norm, total, kind=self._family.norm, gain_offset=self._family.norm_gain_offset)
+        return apply(parts), apply(bias) + norm_bias
 
     @property
     def b_ff_out(self) -> Tensor | None:  # (d_model,)
@@ -138,7 +210,16 @@ class ModelView:
     # -- embeddings and read-out -------------------------------------------------
     @property
     def W_E(self) -> Tensor:  # (d_vocab, d_model)
+        """The embedding as stored (Gemma scales it on the way in: see :attr:`W_E_applied`)."""
         return self.model.get_submodule(self.family.embed).weight
+
+    @property
+    def W_E_applied(self) -> Tensor:  # (d_vocab, d_model)
+        """What a token puts into the residual stream: ``W_E * cfg.embed_scale`` (``W_E`` itself where the scale is 1)."""
+        if self.family.embed_scale is None:
+            return self.W_E
+        scale = getattr(self.model.get_submodule(self.family.embed), self.family.embed_scale)
+        return self.W_E * torch.as_tensor(scale).to(self.W_E.dtype)
 
     @property
     def W_U(self) -> Tensor:  # (d_model, d_vocab)
@@ -161,8 +242,13 @@ class ModelView:
         return frozen_norm(norm, x, kind=self.family.norm, gain_offset=self.family.norm_gain_offset)
 
     def unembed(self, resid: Tensor) -> Tensor:
-        """Logits of residual-stream vectors (..., d_model) -> (..., d_vocab): final norm, then U."""
-        return self.model.get_submodule(self.family.unembed)(self.final_norm(resid))
+        """Logits of residual-stream vectors (..., d_model) -> (..., d_vocab): final norm, U, final soft cap."""
+        return self.softcap_logits(self.model.get_submodule(self.family.unembed)(self.final_norm(resid)))
+
+    def softcap_logits(self, logits: Tensor) -> Tensor:
+        """The family's final soft cap ``c * tanh(logits / c)`` (Gemma 2), or ``logits`` unchanged."""
+        c = self.cfg.final_softcap
+        return logits if c is None else torch.tanh(logits / c) * c
 
     logit_lens = unembed
 
@@ -224,5 +310,11 @@ class ModelView:
             "tied embeddings": bool(self.W_E.data_ptr() == unembed.data_ptr()),
             "parallel residual": c.parallel_residual,
             "norm placement": "post-norm" if c.post_norm else "pre-norm",
+            "norms after sub-blocks": c.post_block_norms,
+            "QK-norm": c.qk_norm,
+            "embedding scale": round(c.embed_scale, 4),
+            "soft caps (attention / final)": f"{c.attn_softcap} / {c.final_softcap}",
+            "sliding-window layers": f"{len(c.sliding_layers)} (window {c.sliding_window})" if c.sliding_layers else 0,
+            "layers without RoPE": len(c.nope_layers),
         }
         return [{"name": k, "value": v} for k, v in rows.items()]
