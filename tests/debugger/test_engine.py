@@ -186,7 +186,12 @@ def test_value_contributions_and_lens_probability_match_brute_force(tiny):
     token, L = 11, view.cfg.n_layers
     _, cache = _clean(view, ids, hook_names(["ff_coeffs", "resid_pre", "resid_mid", "resid_post"], range(L)))
     with torch.no_grad():
-        direct = {(l, u): float(cache[hook_name(l, "ff_coeffs")][0, -1, u] * (view.layers[l].ff_values[u] @ view.W_U[:, token]))
+        read = view.W_U[:, token]  # masked LM: the raw reading; causal: through the frozen final norm
+        if view.cfg.causal:
+            apply, _ = view.frozen_norm(view.final_norm, cache[hook_name(L - 1, "resid_post")][0, -1])
+        else:
+            apply = lambda v: v  # noqa: E731
+        direct = {(l, u): float(cache[hook_name(l, "ff_coeffs")][0, -1, u] * (apply(view.layers[l].ff_values[u]) @ read))
                   for l in range(L) for u in range(view.cfg.d_ff)}
     best = sorted(direct, key=direct.get, reverse=True)[:6]
     contrib = dbg.value_contributions(ids, token, top=6)

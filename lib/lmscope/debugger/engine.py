@@ -34,6 +34,7 @@ import torch
 
 from lmscope.core.hooks import hook_name, hook_names
 from lmscope.core.tokens import vocab_texts
+from lmscope.debugger.dla import direct_logit_attribution
 from lmscope.debugger.generation import (
     check_generation_length,
     greedy_tokens,
@@ -295,10 +296,13 @@ class LMDebugger:
 
     @torch.no_grad()
     def value_contributions(self, prompt, token: int, position: int = -1, top: int = 10) -> list[SubUpdate]:
-        """The sub-updates that push ``token``'s logit most: ranked by ``m_i * (v_i @ W_U[:, token])``.
+        """The sub-updates that push ``token``'s logit most, by their exact direct effect on it.
 
-        This is the direct effect on the logit before the final norm rescales the residual;
-        ``SubUpdate.score`` holds that contribution (signed), ``coeff`` the coefficient.
+        Causal LMs: ``m_i v_i`` read through the final norm frozen at this position's scale (and the
+        post-sub-block norm where the family has one), so the contributions of every part sum to the
+        logit (:func:`lmscope.debugger.dla.direct_logit_attribution`). Masked LMs (BERT), whose
+        head is not linear: ``m_i * (v_i @ W_U[:, token])``. ``SubUpdate.score`` holds the
+        contribution (signed), ``coeff`` the coefficient.
         """
         ids = self.encode(prompt)
         pos = self._check_position(ids, position)
@@ -306,9 +310,11 @@ class LMDebugger:
         names = hook_names("ff_coeffs", range(L))
         _, cache = self.view.run_with_cache(ids, names)
         m = torch.stack([cache[n][0, pos].float() for n in names])  # (L, d_ff)
-        u = self.view.W_U.detach()[:, token].float()  # (d_model,)
-        direct = torch.stack([self.view.layers[l].ff_values.detach().float() @ u for l in range(L)])  # (L, d_ff)
-        contrib = m * direct  # (L, d_ff)
+        if self.view.cfg.causal:
+            contrib = direct_logit_attribution(self.view, ids, target=token, positions=[pos]).values[..., 0].float()
+        else:
+            u = self.view.W_U.detach()[:, token].float()  # (d_model,)
+            contrib = m * torch.stack([self.view.layers[l].ff_values.detach().float() @ u for l in range(L)])
         best = contrib.flatten().topk(min(top, contrib.numel())).indices.tolist()
         return [self._sub_updates(l, torch.tensor([unit]), m[l], contrib[l])[0]
                 for l, unit in (divmod(flat, d_ff) for flat in best)]
