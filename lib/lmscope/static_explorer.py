@@ -161,3 +161,16 @@ def token_list(tokens, probs=None, digits: int = 2) -> str:
     if probs is None:
         return "  ".join(repr(t) for t in tokens)
     return "  ".join(f"{t!r} {p:.{digits}f}" for t, p in zip(tokens, probs))
+
+
+def tip_table(headers, rows) -> str:
+    """A table whose cells are ``(text, tip)`` pairs (``tip`` None for none); hover shows the tip."""
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
+    body = []
+    for row in rows:
+        tds = []
+        for text, tip in row:
+            attr = f" class='lmx-c' tabindex='0' data-tip='{_attr(tip)}'" if tip else ""
+            tds.append(f"<td{attr}>{escape(str(text))}</td>")
+        body.append(f"<tr>{''.join(tds)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
