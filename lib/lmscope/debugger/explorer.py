@@ -60,10 +60,10 @@ def switch_off(debugger: LMDebugger, prompt: str, trace=None, n_off: int = 10, s
     units = torch.randint(cfg.d_ff, (len(dominant),), generator=g).tolist()
     random = [Intervention(l, u, "off") for l, u in zip(layers, units)]
     token = trace.prediction[0][0]
-    base = debugger.logits(prompt).float().softmax(-1)
+    base = debugger.logits(prompt)[-1].float().softmax(-1)
     top = int(base.argmax())
-    after = debugger.logits(prompt, dominant).float().softmax(-1)
-    control = debugger.logits(prompt, random).float().softmax(-1)
+    after = debugger.logits(prompt, dominant)[-1].float().softmax(-1)
+    control = debugger.logits(prompt, random)[-1].float().softmax(-1)
     return SwitchOff([i.name for i in dominant], token, float(base[top]), float(after[top]), float(control[top]),
                      _top(debugger, after, len(trace.prediction)), _top(debugger, control, len(trace.prediction)))
 
