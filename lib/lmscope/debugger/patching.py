@@ -20,6 +20,7 @@ same grids from one forward and one backward pass of the corrupted run: the firs
 
 from __future__ import annotations
 
+import copy
 import inspect
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -143,7 +144,8 @@ def _corrupting(view, noise: Tensor | None) -> Iterator[None]:
     if noise is None:
         yield
         return
-    with view.overwrite({hook_name(0, "resid_pre"): lambda t: t + noise.to(t.dtype)}):
+    # a run of a suffix of the prompt (after a cached prefix) gets the suffix's noise
+    with view.overwrite({hook_name(0, "resid_pre"): lambda t: t + noise[:, noise.shape[1] - t.shape[1]:].to(t.dtype)}):
         yield
 
 
@@ -162,9 +164,13 @@ def _restorer(rows: Tensor, cols: Tensor, clean: Tensor, heads: bool):
 
 @torch.no_grad()
 def run_patched(view, corrupted_ids: Tensor, clean_cache: dict[str, Tensor], cells: Sequence[tuple[str, int, int]],
-                noise: Tensor | None = None) -> Tensor:
+                noise: Tensor | None = None, prefix=None, start: int = 0) -> Tensor:
     """One batch: row ``b`` is the corrupted run with cell ``cells[b] = (component, layer, column)``
-    restored from ``clean_cache`` (hook name -> clean activation). Last-position logits (B, V)."""
+    restored from ``clean_cache`` (hook name -> clean activation). Last-position logits (B, V).
+
+    With ``prefix`` (the corrupted run's key/value cache of positions ``0..start-1``, which no
+    patch at a column >= ``start`` can change in a causal model) only positions ``start..`` run.
+    """
     edits: dict[str, list] = {}
     for b, (component, layer, col) in enumerate(cells):
         edits.setdefault(hook_name(layer, _POINT[component]), []).append((b, col, component == "heads"))
@@ -172,10 +178,27 @@ def run_patched(view, corrupted_ids: Tensor, clean_cache: dict[str, Tensor], cel
         stack.enter_context(_corrupting(view, noise))
         for name, items in edits.items():
             rows = torch.tensor([b for b, _, _ in items])
-            cols = torch.tensor([c for _, c, _ in items])
-            stack.enter_context(view.overwrite({name: _restorer(rows, cols, clean_cache[name], items[0][2])}))
-        ids = corrupted_ids.expand(len(cells), -1).to(view.device)
-        return _last_logits(view, ids)
+            cols = torch.tensor([c - start for _, c, _ in items])
+            clean = clean_cache[name] if start == 0 else clean_cache[name][:, start:]
+            stack.enter_context(view.overwrite({name: _restorer(rows, cols, clean, items[0][2])}))
+        ids = corrupted_ids[:, start:].expand(len(cells), -1).to(view.device)
+        if prefix is None:
+            return _last_logits(view, ids)
+        past = copy.deepcopy(prefix)
+        past.crop(start - corrupted_ids.shape[1])  # a negative count: drop the cached positions start..
+        past.batch_repeat_interleave(len(cells))
+        key = "cache" if "cache" in inspect.signature(view.model.forward).parameters else "past_key_values"
+        return view.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{key: past}).logits[:, -1]
+
+
+def _prefix_cache(view, corrupted: Tensor, noise: Tensor | None):
+    """The corrupted run's key/value cache (for runs of suffixes), or None where the model has none."""
+    if not view.cfg.causal or "logits_to_keep" not in inspect.signature(view.model.forward).parameters:
+        return None
+    with torch.no_grad(), _corrupting(view, noise):
+        out = view.model(input_ids=corrupted.to(view.device), use_cache=True)
+    past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return past if all(hasattr(past, m) for m in ("crop", "batch_repeat_interleave")) else None
 
 
 def _setup(view, clean_ids, corrupted_ids, noise, components, metric, target, foil):
@@ -201,10 +224,12 @@ def _cells(view, component: str, columns: list[int]) -> list[tuple[str, int, int
 def activation_patching(view, clean_ids, corrupted_ids=None, *, target: int, foil: int | None = None,
                         metric: str = "prob", components: Sequence[str] | str = ("resid_pre", "attn_out", "mlp_out"),
                         positions=None, noise: Noise | None = None, batch_size: int = 128,
-                        tokens: list[str] | None = None) -> dict[str, PatchGrid]:
+                        tokens: list[str] | None = None, suffix_runs: bool = True) -> dict[str, PatchGrid]:
     """The patching grid of each component: ``{component: PatchGrid}`` (see the module docstring).
 
-    ``positions`` limits the grids' columns (default: every position); heads are patched at every position.
+    ``positions`` limits the grids' columns (default: every position); heads are patched at every
+    position. ``suffix_runs``: a patch at position t reruns only positions t.. after the corrupted
+    run's cached keys and values (causal models; the same numbers, about half the work).
     """
     comps, clean, corrupted, noise_t, cache, clean_logits = _setup(
         view, clean_ids, corrupted_ids, noise, components, metric, target, foil)
@@ -214,15 +239,21 @@ def activation_patching(view, clean_ids, corrupted_ids=None, *, target: int, foi
             base = _last_logits(view, corrupted.to(view.device))
     clean_m = float(metric_values(clean_logits, metric, target, foil)[0])
     corrupt_m = float(metric_values(base, metric, target, foil)[0])
+    prefix = _prefix_cache(view, corrupted, noise_t) if suffix_runs else None
     out = {}
+    L = view.cfg.n_layers
     for comp in comps:
         columns = list(range(view.cfg.n_heads)) if comp == "heads" else cols
-        cells = _cells(view, comp, columns)
-        values = []
-        for start in range(0, len(cells), batch_size):
-            logits = run_patched(view, corrupted, cache, cells[start:start + batch_size], noise_t)
-            values.append(metric_values(logits, metric, target, foil))
-        grid = torch.cat(values).reshape(view.cfg.n_layers, len(columns)).detach().cpu()
+        grid = torch.empty(L, len(columns), dtype=torch.float64)
+        # a patch at position t leaves positions < t as they were: run t.. after the cached prefix
+        groups = [(0, _cells(view, comp, columns))] if comp == "heads" or prefix is None else \
+            [(t, [(comp, l, t) for l in range(L)]) for t in cols]
+        for start, cells in groups:
+            for lo in range(0, len(cells), batch_size):
+                chunk = cells[lo:lo + batch_size]
+                logits = run_patched(view, corrupted, cache, chunk, noise_t, prefix if start else None, start)
+                for (_, layer, col), value in zip(chunk, metric_values(logits, metric, target, foil).tolist()):
+                    grid[layer, columns.index(col)] = value
         out[comp] = PatchGrid(comp, grid, clean_m, corrupt_m, metric, "activation", tokens, columns)
     return out
 
