@@ -95,16 +95,25 @@ def raw_correlation(X: Tensor, Y: Tensor) -> Tensor:
 
 
 class Aligner:
-    """Correlations between the parameters of two models, in embedding or raw space."""
+    """Correlations between the parameters of two models, in embedding or raw space.
 
-    def __init__(self, view_a: ModelView, view_b: ModelView, space: str = "embedding"):
+    ``tokens`` (bool, d_vocab): correlate over these vocabulary coordinates only (e.g. the
+    tokens seen in training); None: all.
+    """
+
+    def __init__(self, view_a: ModelView, view_b: ModelView, space: str = "embedding", tokens: Tensor | None = None):
         if space not in SPACES:
             raise ValueError(f"Unknown space '{space}': use 'embedding' or 'raw'.")
         check_shared_vocabulary(view_a, view_b)
         if space == "raw" and view_a.cfg.d_model != view_b.cfg.d_model:
             raise ValueError("Raw-space alignment needs models of the same d_model; use space='embedding'.")
         self.view_a, self.view_b, self.space = view_a, view_b, space
-        self.gram = VocabGram.of(view_a.W_U, view_b.W_U) if space == "embedding" else None
+        Ea, Eb = view_a.W_U, view_b.W_U
+        if tokens is not None:
+            if tokens.shape != (Ea.shape[1],) or tokens.dtype != torch.bool:
+                raise ValueError(f"tokens must be a bool mask of shape ({Ea.shape[1]},), got {tuple(tokens.shape)}.")
+            Ea, Eb = Ea[:, tokens], Eb[:, tokens]
+        self.gram = VocabGram.of(Ea, Eb) if space == "embedding" else None
 
     def prepared(self, side: str, layer: int, group: str, rows: Tensor | None = None) -> Tensor:
         """Rows of one group, transformed so that correlations are plain dot products: (n, d)."""
@@ -126,18 +135,19 @@ class Aligner:
 
 def layer_similarity(view_a: ModelView, view_b: ModelView, group: str = "ff_values", *,
                      space: str = "embedding", stat: str = "mean_abs", n_sample: int | None = 256,
-                     seed: int = 0, layers_a=None, layers_b=None) -> np.ndarray:
+                     seed: int = 0, layers_a=None, layers_b=None, tokens: Tensor | None = None) -> np.ndarray:
     """An L_a x L_b matrix: how alike the parameter vectors of ``group`` are, layer by layer.
 
     ``stat="mean_abs"`` is the paper's mean |correlation| over all pairs of vectors;
     ``"best_match"`` averages, over vectors of layer a, the largest |correlation| with any
-    vector of layer b (1 when layer b holds the same vectors in another order). ``n_sample``
+    vector of layer b (1 when layer b holds the same vectors in another order); ``tokens`` as in
+    :class:`Aligner`. ``n_sample``
     vectors of each layer of model a are used (all of model b), to bound the cost;
     ``layers_a``/``layers_b`` restrict the rows/columns to some layers (default all).
     """
     if stat not in STATS:
         raise ValueError(f"Unknown stat '{stat}': use one of {', '.join(STATS)}.")
-    aligner = Aligner(view_a, view_b, space)
+    aligner = Aligner(view_a, view_b, space, tokens)
     g = torch.Generator().manual_seed(seed)
     layers_a = range(view_a.cfg.n_layers) if layers_a is None else [view_a.layer(l).index for l in layers_a]
     layers_b = range(view_b.cfg.n_layers) if layers_b is None else [view_b.layer(l).index for l in layers_b]
@@ -163,24 +173,46 @@ def match(similarity) -> np.ndarray:
 
 
 def match_units(view_a: ModelView, view_b: ModelView, layer_a: int, layer_b: int,
-                group: str = "ff_values", space: str = "embedding") -> np.ndarray:
+                group: str = "ff_values", space: str = "embedding", tokens: Tensor | None = None) -> np.ndarray:
     """Which unit of ``layer_b`` is unit i of ``layer_a``: (n_units,), by Hungarian on |corr|."""
-    return match(Aligner(view_a, view_b, space).correlation(layer_a, layer_b, group).abs().numpy())
+    return match(Aligner(view_a, view_b, space, tokens).correlation(layer_a, layer_b, group).abs().numpy())
+
+
+def matched_correlation(similarity) -> float:
+    """Mean of ``similarity`` over the pairs :func:`match` picks (how alike matched things are)."""
+    S = np.asarray(similarity, dtype=float)
+    m = match(S)
+    ok = m >= 0
+    return float(S[np.arange(len(m))[ok], m[ok]].mean())
+
+
+def unit_similarity(view_a: ModelView, view_b: ModelView, layer_a: int, layer_b: int,
+                    group: str = "ff_values", space: str = "embedding", tokens: Tensor | None = None) -> np.ndarray:
+    """n_a x n_b: |corr| between every vector of ``group`` in the two layers."""
+    return Aligner(view_a, view_b, space, tokens).correlation(layer_a, layer_b, group).abs().numpy()
 
 
 def head_similarity(view_a: ModelView, view_b: ModelView, layer_a: int, layer_b: int,
-                    space: str = "embedding", groups=("W_Q", "W_O")) -> np.ndarray:
-    """H_a x H_b: mean |corr| between matching subheads (column c with column c) of two heads."""
-    aligner = Aligner(view_a, view_b, space)
+                    space: str = "embedding", groups=("W_Q", "W_O"), tokens: Tensor | None = None,
+                    subheads: str = "same") -> np.ndarray:
+    """H_a x H_b: mean |corr| between the subheads of two heads.
+
+    ``subheads="same"``: column c with column c (right for a permuted copy, whose heads keep their
+    column order); ``"all"``: every column pair, the paper's mean |corr| per head pair (for
+    independently trained models, whose columns inside a head have no common order).
+    """
+    if subheads not in ("same", "all"):
+        raise ValueError(f"Unknown subheads '{subheads}': use 'same' or 'all'.")
+    aligner = Aligner(view_a, view_b, space, tokens)
     da, db = view_a.cfg.d_head, view_b.cfg.d_head
-    if da != db:
-        raise ValueError(f"Head matching needs the same d_head, got {da} and {db}.")
+    if da != db and subheads == "same":
+        raise ValueError(f"Head matching needs the same d_head, got {da} and {db}; use subheads='all'.")
     total = 0
     for group in groups:
         C = aligner.correlation(layer_a, layer_b, group).abs()  # (Ha*dh, Hb*dh)
         Ha, Hb = C.shape[0] // da, C.shape[1] // db
-        C = C.reshape(Ha, da, Hb, db).diagonal(dim1=1, dim2=3)  # (Ha, Hb, dh)
-        total = total + C.mean(-1)
+        C = C.reshape(Ha, da, Hb, db)
+        total = total + (C.diagonal(dim1=1, dim2=3).mean(-1) if subheads == "same" else C.mean((1, 3)))
     return (total / len(groups)).numpy()
 
 
