@@ -44,7 +44,7 @@ from lmscope.icl.layer_causal import (
 )
 from lmscope.icl.metrics import SeedResult, TaskResult, random_sim_aou, sim_am, sim_am_delta, sim_aou
 from lmscope.icl.prompts import PromptBuilder
-from lmscope.icl.records import RunRecord, check_reading, record_run
+from lmscope.icl.records import RunRecord, check_reading, record_run, record_runs
 from lmscope.icl.tasks import Example, Task
 
 __all__ = ["RUNS", "RunRecord", "record_run", "run_task", "run_study", "sweep_lr", "step_seconds",
@@ -78,7 +78,7 @@ def _training_sequences(builder: PromptBuilder, demos: list[Example], loss_on: s
 
 
 def _record_all(view, builder, examples, demos, hooks=True, read_at="label", keys="query") -> list[RunRecord]:
-    return [record_run(view, builder.prompt(e, demos), hooks, read_at, keys) for e in examples]
+    return record_runs(view, [builder.prompt(e, demos) for e in examples], hooks, read_at, keys)
 
 
 def _correct_flags(records: list[RunRecord]) -> np.ndarray:
