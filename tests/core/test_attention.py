@@ -2,12 +2,14 @@
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import TINY_FAMILIES, make_tiny_model
 
 from lmscope import ModelView
 from lmscope.core import attention
+from lmscope.core.hooks import hook_name
 from lmscope.core.attention import SCORED, TOPK, active_implementation, use_attention
 from lmscope.topk.dropin import use_topk_attention
+from lmscope.topk.patterns import keep_topk_scores
 
 
 def test_score_hooks_and_topk_attention_refuse_to_mix():
@@ -36,8 +38,6 @@ def test_score_hooks_and_topk_attention_refuse_to_mix():
                 pass
         model(ids)
     assert cache["blocks.0.attn_scores"].shape[-1] == 4
-
-
 
 
 def test_guard_is_per_model_and_shared_by_views():
@@ -80,3 +80,35 @@ def test_unknown_implementation_is_named():
         with use_attention(view, "flash"):
             pass
     assert active_implementation(view.model) is None
+
+
+ALL_FAMILIES = [f for f in TINY_FAMILIES if f != "bert"]
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_topk_covering_length_is_the_models_own_attention(family):
+    """Top-k with k >= length changes nothing (soft caps, windows, GQA, QK-norm, scaling from the module)."""
+    model = make_tiny_model(family)
+    view = ModelView(model)
+    ids = torch.randint(3, 97, (2, 9), generator=torch.Generator().manual_seed(0))
+    own = model(input_ids=ids).logits
+    with use_topk_attention(view, topk=9):
+        out = model(input_ids=ids).logits
+    # HF's eager attention (Gemma 2's own) takes its softmax in float32 even in a float64 model
+    tol = 2e-6 if model.config._attn_implementation == "eager" else 1e-9
+    torch.testing.assert_close(out, own, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_topk_equals_scored_attention_keeping_the_top_scores(family):
+    """Top-k attention (k < length) equals the scored eager attention with all but the k best scores masked."""
+    model = make_tiny_model(family)
+    view = ModelView(model)
+    ids = torch.randint(3, 97, (2, 9), generator=torch.Generator().manual_seed(0))
+    edits = {hook_name(l, "attn_scores"): (lambda s: keep_topk_scores(s, 2)) for l in range(view.cfg.n_layers)}
+    with view.overwrite(edits):
+        ref = model(input_ids=ids).logits
+    with use_topk_attention(view, topk=2):
+        out = model(input_ids=ids).logits
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    assert not torch.allclose(out, model(input_ids=ids).logits)

@@ -4,17 +4,11 @@ import copy
 
 import pytest
 import torch
-from conftest import NEW_FAMILIES, TINY_FAMILIES, make_tiny_model
+from conftest import make_tiny_model
 from torch import nn
 
 from lmscope import ModelView
 from lmscope.core.families import FAMILIES, TRAINABLE_WEIGHTS, is_conv1d
-
-
-@pytest.fixture(params=TINY_FAMILIES + NEW_FAMILIES)
-def tiny(request):  # every family, the new ones included, until they join conftest's TINY_FAMILIES
-    model = make_tiny_model(request.param)
-    return request.param, model, ModelView(model)
 
 
 @pytest.mark.parametrize("which", ["W_Q", "W_K", "W_V"])

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import NEW_FAMILIES, TINY_FAMILIES, make_tiny_model
 
 from lmscope import ModelView
 from lmscope.core.hooks import hook_name, hook_names
@@ -11,12 +10,6 @@ TOL = dict(rtol=1e-9, atol=1e-9)
 # Identities that cross one of the model's RMSNorms: HF's RMSNorms compute in float32 even in a float64
 # model, so the model's own output carries float32 rounding there.
 NORM_TOL = dict(rtol=2e-6, atol=2e-6)
-
-
-@pytest.fixture(params=TINY_FAMILIES + NEW_FAMILIES)
-def tiny(request):  # every family, the new ones included, until they join conftest's TINY_FAMILIES
-    model = make_tiny_model(request.param)
-    return request.param, model, ModelView(model)
 
 
 def _random_norm_gains(model, seed=1):

@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from lmscope.core.model_config import ModelConfig
+
 Tensor = torch.Tensor
 #: One parameter of a block that finetuning trains: (path inside the block, parameter, 0/1 mask or None).
 #: (lmscope.icl.layer_causal.Trainable adds the layer and the full parameter name.)
@@ -47,34 +49,6 @@ def linear_weight(module: nn.Module) -> Tensor:
 def _own_parameters(block: nn.Module, path: str) -> list[BlockParameter]:
     module = block.get_submodule(path)
     return [(f"{path}.{name}", p, None) for name, p in module.named_parameters(recurse=False)]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Sizes and properties of a model, in canonical names."""
-
-    family: str
-    model_type: str
-    n_layers: int
-    d_model: int
-    n_heads: int
-    n_kv_heads: int
-    d_head: int
-    d_ff: int
-    d_vocab: int
-    gated: bool
-    parallel_residual: bool
-    post_norm: bool
-    causal: bool  # a causal LM (False: a masked LM such as BERT)
-    n_ctx: int | None  # the longest input the config allows (None if it does not say)
-    embed_scale: float = 1.0  # the embedding module multiplies W_E[token] by this (Gemma: sqrt(d_model))
-    final_softcap: float | None = None  # logits = c * tanh(logits / c) after the unembedding (Gemma 2)
-    attn_softcap: float | None = None  # scores = c * tanh(scores / c) before the mask (Gemma 2)
-    sliding_window: int | None = None  # window of the sliding-window layers (HF: keys i - window < j <= i)
-    sliding_layers: tuple[int, ...] = ()  # layers that attend within ``sliding_window`` only
-    nope_layers: tuple[int, ...] = ()  # layers without positional encoding (SmolLM3)
-    qk_norm: bool = False  # an RMSNorm on queries and keys after their projection (Gemma 3, Qwen3, OLMo 2)
-    post_block_norms: bool = False  # a norm on each sub-block's output before the residual add
 
 
 # -- where W_Q, W_K, W_V live ----------------------------------------------------------------------
@@ -172,11 +146,6 @@ class SeparateFF:
         gate = None if self.gate is None else linear_weight(block.get_submodule(self.gate))
         return linear_weight(block.get_submodule(self.up)), gate
 
-    def biases(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor | None, Tensor | None]:
-        """``(b_up, b_gate)``: each (d_ff,) or None."""
-        gate = None if self.gate is None else block.get_submodule(self.gate).bias
-        return block.get_submodule(self.up).bias, gate
-
     @property
     def paths(self) -> tuple[str, ...]:
         return (self.up,) if self.gate is None else (self.gate, self.up)
@@ -191,10 +160,6 @@ class FusedGateUp:
     def read(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor, Tensor]:
         w = linear_weight(block.get_submodule(self.path))  # (2 d_ff, d_model): views of the weight
         return w[cfg.d_ff :], w[: cfg.d_ff]
-
-    def biases(self, block: nn.Module, cfg: ModelConfig) -> tuple[Tensor | None, Tensor | None]:
-        b = block.get_submodule(self.path).bias
-        return (None, None) if b is None else (b[cfg.d_ff :], b[: cfg.d_ff])
 
     @property
     def paths(self) -> tuple[str, ...]:
