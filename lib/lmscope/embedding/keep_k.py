@@ -56,19 +56,19 @@ def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose", pair
         raise ValueError(f"Unknown reading '{reading}': use 'transpose' or 'pinv'.")
     if pairing not in PAIRINGS:
         raise ValueError(f"Unknown pairing '{pairing}': use 'paper' (E on one side) or 'both'.")
-    X, E = X.detach().double(), E.detach().double()
-    P_E = X @ E  # (n, V)
+    X, E = X.detach().double().cpu(), E.detach().double().cpu()
+    P_E = (X @ E).float()  # (n, V); float32 readings keep memory at n * V * 4 bytes each
     if reading == "transpose":
         left = right = P_E
     else:
-        P_inv = X @ torch.linalg.pinv(E).T  # (n, V)
+        P_inv = (X @ torch.linalg.pinv(E).T).float()  # (n, V)
         left, right = (P_E, P_inv) if pairing == "paper" else (P_inv, P_inv)
     G = X @ X.T
     out = []
     for k in ks:
         L = keep_k(left, int(k))
         R = L if right is left else keep_k(right, int(k))
-        out.append(_cosine(L @ R.T, G))
+        out.append(_cosine(L.double() @ R.double().T, G))
     return out
 
 
