@@ -20,7 +20,7 @@ def _with_gains(model):
     return model
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "smollm3"])
 def test_functional_copy_computes_the_same_logits(family):
     model = _with_gains(make_tiny_model(family))
     copy, truth = functional_copy(ModelView(model), seed=3)

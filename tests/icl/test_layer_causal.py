@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers as tf
-from conftest import make_tiny_model
+from conftest import TINY_FAMILIES, make_tiny_model
 
 from lmscope import ModelView
 from lmscope.core.families import TRAINABLE_WEIGHTS
@@ -19,7 +18,7 @@ from lmscope.icl.layer_causal import (
     trainable_parameters,
 )
 
-CAUSAL = ["llama", "qwen2", "gpt2", "gpt_neox"]
+CAUSAL = [f for f in TINY_FAMILIES if f != "bert"]
 
 
 def _ids(n=12, seed=0):
@@ -51,13 +50,13 @@ def test_perturbing_layers_above_leaves_lcgd_gradient_unchanged(family):
     assert any(not torch.allclose(gd_before[i], gd_after[i]) for i in layer0)
 
 
-def test_one_layer_lcgd_equals_gd():
-    config = tf.LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                            bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    torch.manual_seed(0)
-    model = tf.LlamaForCausalLM(config).double().eval()
+@pytest.mark.parametrize("family", CAUSAL)
+def test_one_layer_lcgd_equals_gd(family):
+    model = make_tiny_model(family)
+    del ModelView(model).blocks[1:]  # keep the first block only
+    model.config.num_hidden_layers = 1
     view = ModelView(model)
+    assert view.cfg.n_layers == 1
     params, lc = _grads(view, "lcgd")
     _, gd = _grads(view, "gd")
     for a, b in zip(lc, gd):

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import NEW_FAMILIES, make_tiny_model
 
 from lmscope import ModelView
 from lmscope.topk.dropin import topk_feedforward, use_topk_attention
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gpt_neox"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gpt_neox", *NEW_FAMILIES])
 def test_hf_model_with_topk_covering_length_matches_eager(family):
     model = make_tiny_model(family)
     ids = torch.randint(3, 97, (2, 20), generator=torch.Generator().manual_seed(0))
@@ -58,7 +58,7 @@ def test_hf_generation_with_cache_matches_eager():
     assert torch.equal(out, ref)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gpt_neox", *NEW_FAMILIES])
 def test_ff_topk_with_all_units_is_dense_and_smaller_k_changes(family):
     model = make_tiny_model(family)
     view = ModelView(model)
