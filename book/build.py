@@ -278,6 +278,21 @@ def _source_index(executed: Path, index: int) -> int:
     return index - sum(i < index for i in injected)
 
 
+FINDINGS = "<!-- findings: book/build.py puts each chapter's saved numbers here -->"
+
+
+def write_findings(intro: Path, results: Path) -> None:
+    """Replace the findings placeholder in the staged ``intro.md`` by the saved headline numbers."""
+    if not intro.exists() or FINDINGS not in intro.read_text():
+        return
+    from lmscope.core.results import load_results
+    from lmscope.two_models import findings_markdown
+
+    found = findings_markdown(load_results(results)) if results.exists() else ""
+    text = found or "*(The numbers appear here once the chapters have been built with `make book`.)*"
+    intro.write_text(intro.read_text().replace(FINDINGS, text))
+
+
 def mathjax_file(path: Path = MATHJAX) -> Path:
     """MathJax's single-file SVG build from the npm package, or a BookError saying how to get it."""
     if not path.exists():
@@ -305,6 +320,7 @@ def build_html(names: list[str], output: Path = HTML, *, chapters: Path = CHAPTE
         for name in names:
             (source / "chapters" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(chapters / f"{name}.ipynb", source / "chapters" / f"{name}.ipynb")
+        write_findings(source / "intro.md", chapters / "_results")
         (source / "_static" / "mathjax").mkdir(parents=True, exist_ok=True)
         shutil.copy2(mathjax_file(), source / "_static" / "mathjax" / MATHJAX.name)
         toc = {"format": "jb-book", "root": "intro"}
