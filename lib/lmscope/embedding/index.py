@@ -4,7 +4,8 @@ Each FF unit ``i`` of layer ``l`` has a value vector ``v`` (a row of the output
 projection) and a key ``k`` (a row of the input projection). Read through the
 unembedding ``W_U`` (d_model, d_vocab) they score every token: ``v @ W_U``. The
 index keeps the ``k`` best tokens and their scores for every unit of every layer,
-computed in chunks (never more than ``chunk_size`` x d_vocab scores at once) and
+computed in chunks (one reused buffer of ``chunk_size`` x d_vocab scores, at most
+:data:`SCORE_BUFFER_BYTES` by default, so a 262,144-token vocabulary stays small) and
 cached on disk as safetensors, keyed by the model's name (``view.name``) and a hash
 of the weights that were projected.
 
@@ -46,6 +47,13 @@ Tensor = torch.Tensor
 #: the parameter groups an index can hold: one vector per FF unit
 INDEX_GROUPS = ("ff_values", "ff_keys", "ff_gate_keys")
 FORMAT_VERSION = "2"  # 2: the group is stored under "group" with the projection's names
+#: the default score buffer's size: 512 units for vocabularies up to 131,072 tokens, 256 for Gemma's 262,144
+SCORE_BUFFER_BYTES = 2**29
+
+
+def default_chunk_size(d_vocab: int) -> int:
+    """Units scored at once: a (chunk, d_vocab) float32 buffer within :data:`SCORE_BUFFER_BYTES`, 16..512."""
+    return max(16, min(512, SCORE_BUFFER_BYTES // (4 * d_vocab)))
 
 
 def check_group(view: ModelView, group: str) -> None:
@@ -64,9 +72,9 @@ def weights_fingerprint(view: ModelView, group: str) -> str:
     h = hashlib.blake2b(digest_size=12)
     tensors = [view.W_U] + [group_vectors(view, l, group) for l in range(view.cfg.n_layers)]
     for t in tensors:
-        t = t.detach().to("cpu", torch.float32).contiguous()
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.numpy().tobytes())
+        for rows in t.detach().split(64):  # row-major bytes of the whole tensor, without copying it whole
+            h.update(rows.to("cpu", torch.float32).contiguous().numpy().data)
     return h.hexdigest()
 
 
@@ -171,33 +179,37 @@ class ProjectionIndex:
         group: str = "ff_values",
         *,
         negative: bool = False,
-        chunk_size: int = 512,
+        chunk_size: int | None = None,
         device: str | torch.device | None = None,
         progress: Callable[[int, int], None] | None = None,
         fingerprint: str = "",
     ) -> "ProjectionIndex":
         """Compute the index in memory (no cache): ``chunk_size`` units at a time.
 
-        Peak extra memory is one (chunk_size, d_vocab) block of scores plus ``W_U``
-        in float32 on ``device`` (default: the model's). ``progress(done, total)`` is
-        called after every layer.
+        Peak extra memory is one reused (chunk_size, d_vocab) float32 buffer of scores
+        (default size :func:`default_chunk_size`) plus ``W_U`` in float32 on ``device``
+        (default: the model's; no copy when it is float32 there already).
+        ``progress(done, total)`` is called after every layer.
         """
         check_group(view, group)
         check_k(k, view.cfg.d_vocab)
+        chunk_size = default_chunk_size(view.cfg.d_vocab) if chunk_size is None else chunk_size
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
         device = torch.device(device) if device is not None else view.device
         W_U = view.W_U.detach().to(device, torch.float32)  # (d_model, d_vocab)
-        if negative:
-            W_U = -W_U
+        sign = -1.0 if negative else 1.0  # (-v) @ W_U == -(v @ W_U) exactly, without a negated copy of W_U
         n_layers, n_units = view.cfg.n_layers, view.cfg.d_ff
+        buffer = torch.empty(min(chunk_size, n_units), W_U.shape[1], dtype=torch.float32, device=device)
         ids = torch.empty(n_layers, n_units, k, dtype=torch.int64, device=device)  # moved to CPU at the end
         scores = torch.empty(n_layers, n_units, k, dtype=torch.float32, device=device)
         for layer in range(n_layers):
             rows = group_vectors(view, layer, group).detach()  # (d_ff, d_model)
             for start in range(0, n_units, chunk_size):
-                chunk = rows[start : start + chunk_size].to(device, torch.float32)  # (c, d_model)
-                values, indices = blocked_topk(chunk @ W_U, k)  # (c, d_vocab) -> (c, k)
+                chunk = rows[start : start + chunk_size].to(device, torch.float32) * sign  # (c, d_model)
+                chunk_scores = buffer[: chunk.shape[0]]
+                torch.matmul(chunk, W_U, out=chunk_scores)  # (c, d_vocab)
+                values, indices = blocked_topk(chunk_scores, k)  # (c, k)
                 ids[layer, start : start + chunk.shape[0]] = indices
                 scores[layer, start : start + chunk.shape[0]] = values
             if progress is not None:
@@ -214,7 +226,7 @@ class ProjectionIndex:
         *,
         negative: bool = False,
         cache: bool = True,
-        chunk_size: int = 512,
+        chunk_size: int | None = None,
         device: str | torch.device | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> "ProjectionIndex":
