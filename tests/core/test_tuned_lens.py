@@ -186,3 +186,19 @@ def test_smollm_tuned_lens_beats_the_logit_lens_on_held_out_shakespeare(smollm):
     before, after = lens_kl(view, LogitLens(view), held_out), lens_kl(view, lens, held_out)
     assert torch.all(after[:-1] < before[:-1]), (before, after)
     assert before[:10].mean() > 5.0  # the logit lens is far off in the early layers (nats per token)
+
+
+def test_debugger_trace_reads_through_either_lens():
+    from lmscope.debugger.engine import LMDebugger
+
+    view = _busy_view("llama")
+    dbg = LMDebugger(view, k=3)
+    ids = _tokens(1, seq_len=6)
+    assert dbg.trace(ids, lens=TunedLens(view)) == dbg.trace(ids)  # identity translators: the logit lens
+    lens = TunedLens.trained(view, tokens=_tokens(8), config=TunedLensConfig(fit_sequences=8, steps=0))
+    trace = dbg.trace(ids, lens=lens)
+    _, cache = view.run_with_cache(ids, [hook_name(1, "resid_post"), hook_name(1, "resid_mid")])
+    for point, row in (("resid_post", trace.layers[1].after_ff), ("resid_mid", trace.layers[1].after_attn)):
+        top = lens.read(cache[hook_name(1, point)][0, -1], 1, point).float().softmax(-1).topk(3)
+        assert [p for _, p in row] == pytest.approx(top.values.tolist())
+    assert trace.layers[1].after_ff != dbg.trace(ids).layers[1].after_ff

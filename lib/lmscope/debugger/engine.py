@@ -237,8 +237,11 @@ class LMDebugger:
 
     # -- trace --------------------------------------------------------------------------
     @torch.no_grad()
-    def trace(self, prompt, position: int = -1, interventions: Sequence[Intervention] = ()) -> Trace:
-        """Per-layer logit lens, dominant sub-updates and heads at ``position`` (default: last)."""
+    def trace(self, prompt, position: int = -1, interventions: Sequence[Intervention] = (), lens=None) -> Trace:
+        """Per-layer logit lens, dominant sub-updates and heads at ``position`` (default: last).
+
+        ``lens``: read the residual through another lens, e.g. a :class:`lmscope.core.tuned_lens.TunedLens`
+        (anything with ``lens.read(resid, layer, point)``); None is the logit lens."""
         view, cfg = self.view, self.view.cfg
         ids = self.encode(prompt)
         pos = self._check_position(ids, position)
@@ -253,7 +256,9 @@ class LMDebugger:
         # logit lens of resid_pre[0], every resid_mid and resid_post (resid_pre[l] = resid_post[l-1])
         resid = torch.stack([at(0, "resid_pre")] + [at(l, "resid_mid") for l in range(L)]
                             + [at(l, "resid_post") for l in range(L)])  # (2L+1, d_model)
-        lens = view.unembed(resid).float().softmax(-1).topk(self.k, dim=-1)
+        where = [(0, "resid_pre")] + [(l, p) for p in ("resid_mid", "resid_post") for l in range(L)]
+        read = view.unembed(resid) if lens is None else torch.stack([lens.read(r, *w) for r, w in zip(resid, where)])
+        lens = read.float().softmax(-1).topk(self.k, dim=-1)
         lens_rows = [list(zip(self.token_texts(i), p)) for i, p in zip(lens.indices.tolist(), lens.values.tolist())]
         pre = [lens_rows[0]] + lens_rows[L + 1 : 2 * L]
         mid, post = lens_rows[1 : L + 1], lens_rows[L + 1 :]
