@@ -51,6 +51,18 @@ def _tiny_configs() -> dict[str, tf.PretrainedConfig]:
             max_position_embeddings=64, final_logit_softcapping=3.0,
             layer_types=["sliding_attention", "sliding_attention", "full_attention"], **common,
         ),
+        "gemma3": tf.Gemma3Config(  # the multimodal wrapper (Gemma3ForConditionalGeneration), a tiny vision tower
+            text_config=dict(
+                hidden_size=D_MODEL, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=6, sliding_window=3,
+                max_position_embeddings=64, layer_types=["full_attention", "sliding_attention", "sliding_attention"],
+                vocab_size=VOCAB,
+            ),
+            vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               image_size=16, patch_size=8),
+            mm_tokens_per_image=4, image_token_index=VOCAB - 1, boi_token_index=VOCAB - 3, eoi_token_index=VOCAB - 2,
+            **{k: v for k, v in common.items() if k != "vocab_size"},
+        ),
         "qwen3": tf.Qwen3Config(
             hidden_size=D_MODEL, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=2, head_dim=8, max_position_embeddings=64, use_sliding_window=True,
@@ -75,7 +87,7 @@ def _tiny_configs() -> dict[str, tf.PretrainedConfig]:
 
 TINY_FAMILIES = list(_tiny_configs())
 #: The families added by issue 11 (in TINY_FAMILIES too), for tests that pick them out.
-NEW_FAMILIES = ["gemma2", "gemma3_text", "qwen3", "phi3", "olmo2", "smollm3"]
+NEW_FAMILIES = ["gemma2", "gemma3_text", "gemma3", "qwen3", "phi3", "olmo2", "smollm3"]
 
 
 def make_tiny_model(family: str, seed: int = 0):

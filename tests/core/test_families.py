@@ -72,11 +72,11 @@ def test_family_features_are_read_from_the_model(tiny):
     gemma = family.startswith("gemma")
     assert (c.embed_scale == pytest.approx(c.d_model**0.5, rel=1e-6)) if gemma else c.embed_scale == 1.0
     assert c.post_block_norms == (gemma or family == "olmo2")
-    assert c.qk_norm == (family in ("gemma3_text", "qwen3", "olmo2"))
-    assert c.final_softcap == (3.0 if gemma else None)
+    assert c.qk_norm == (family in ("gemma3_text", "gemma3", "qwen3", "olmo2"))
+    assert c.final_softcap == (3.0 if family in ("gemma2", "gemma3_text") else None)  # gemma3's head applies none
     assert c.attn_softcap == (2.0 if family == "gemma2" else None)
     assert c.nope_layers == ((1,) if family == "smollm3" else ())
-    windows = {"gemma2": (0, 2), "gemma3_text": (0, 1), "qwen3": (1, 2), "phi3": (0, 1, 2)}
+    windows = {"gemma2": (0, 2), "gemma3_text": (0, 1), "gemma3": (1, 2), "qwen3": (1, 2), "phi3": (0, 1, 2)}
     assert c.sliding_layers == windows.get(family, ())
     assert c.sliding_window == {"phi3": 4}.get(family, 3 if family in windows else None)
     assert (view.layers[0].attn_norm is None) == (family == "olmo2")

@@ -86,7 +86,7 @@ PATH_WORDS = {
     "qkv_proj", "gate_up_proj", "q_norm", "k_norm", "pre_feedforward_layernorm", "post_feedforward_layernorm",
     "attn_logit_softcapping", "final_logit_softcapping",
 }
-MODEL_TYPES = {"bert", "gpt2", "llama", "qwen2", "mistral", "gpt_neox", "gemma2", "gemma3_text", "qwen3", "phi3",
+MODEL_TYPES = {"bert", "gpt2", "llama", "qwen2", "mistral", "gpt_neox", "gemma2", "gemma3_text", "gemma3", "qwen3", "phi3",
                "olmo2", "smollm3"}
 
 

@@ -236,8 +236,9 @@ class Family:
         raise ValueError(f"Unknown trainable weights '{which}': choose from {', '.join(TRAINABLE_WEIGHTS)}.")
 
     def read_config(self, model: nn.Module) -> ModelConfig:
-        """The sizes of ``model`` from its config and weights."""
-        c = model.config
+        """The sizes of ``model`` from its config (a multimodal model's text config) and weights."""
+        model_type = model.config.model_type
+        c = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         d_model = getattr(c, "hidden_size", None) or c.n_embd
         n_heads = getattr(c, "num_attention_heads", None) or c.n_head
         layers = model.get_submodule(self.layers)
@@ -250,7 +251,7 @@ class Family:
         scale = 1.0 if self.embed_scale is None else float(getattr(embed, self.embed_scale))  # a 0-d buffer
         return ModelConfig(
             family=self.name,
-            model_type=c.model_type,
+            model_type=model_type,
             n_layers=len(layers),
             d_model=d_model,
             n_heads=n_heads,
@@ -339,6 +340,11 @@ FAMILIES: dict[str, Family] = {
     "gemma2": _GEMMA,
     "gemma3_text": replace(_GEMMA, name="gemma3_text", attn_softcap=None,  # Gemma 3 passes no attention soft cap
                            qk_norms=("self_attn.q_norm", "self_attn.k_norm")),
+    "gemma3": replace(  # Gemma 3 with its vision tower: the text model inside; this head applies no final cap
+        _GEMMA, name="gemma3", layers="model.language_model.layers", embed="model.language_model.embed_tokens",
+        final_norm="model.language_model.norm", attn_softcap=None, final_softcap=None,
+        qk_norms=("self_attn.q_norm", "self_attn.k_norm"),
+    ),
     "phi3": replace(
         _LLAMA, name="phi3", qkv=FusedQKV("self_attn.qkv_proj", "stacked"), ff_in="mlp.gate_up_proj",
         ff_gate="mlp.gate_up_proj", gate_up_fused=True, window_every_layer=True,
