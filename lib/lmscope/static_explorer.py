@@ -52,7 +52,7 @@ def _attr(text) -> str:
     return escape(str(text), quote=True)
 
 
-@dataclass
+@dataclass(repr=False)
 class StaticExplorer:
     """Precomputed panels, one per combination of control values, switched in the page.
 
@@ -103,6 +103,9 @@ class StaticExplorer:
 
     def _repr_html_(self) -> str:
         return self.to_html()
+
+    def __repr__(self) -> str:  # the plain-text fallback: short, not every panel again
+        return f"StaticExplorer({self.title!r}: {len(self.panels)} precomputed views; open as HTML)"
 
 
 # -- building blocks for panels ----------------------------------------------------------------------

@@ -47,3 +47,7 @@ def test_bar_rows_signs_and_search_text():
     html = bar_rows(["name"], [["up"], ["down"]], [2.0, -1.0], search=["up tokens", "down tokens"])
     assert "width:80px" in html and "width:40px" in html and "rgba(214,39,40" in html
     assert "data-search='down tokens'" in html
+
+
+def test_plain_text_fallback_is_short():
+    assert repr(small_explorer()) == "StaticExplorer('demo': 4 precomputed views; open as HTML)"
