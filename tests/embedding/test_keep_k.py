@@ -19,7 +19,7 @@ def test_paper_measure_is_exact_at_full_k(view):
     """keep_k(X E) keep_k(X E^+T)^T = X E E^+ X^T = X X^T once nothing is dropped."""
     X = group_vectors(view, 0, "ff_values")[:20]
     V = view.cfg.d_vocab
-    assert keep_k_similarity(X, view.W_U, [V], reading="pinv")[0] == pytest.approx(1.0, abs=1e-12)
+    assert keep_k_similarity(X, view.W_U, [V], reading="pinv")[0] == pytest.approx(1.0, abs=1e-6)
     # our earlier variant (E^+ on both sides) is X (E E^T)^-1 X^T there, and E^T is X E E^T X^T: not exact
     assert keep_k_similarity(X, view.W_U, [V], reading="pinv", pairing="both")[0] < 0.999
     assert keep_k_similarity(X, view.W_U, [V], reading="transpose")[0] < 0.999
@@ -32,7 +32,7 @@ def test_transpose_is_exact_for_an_isotropic_unembedding():
     Q, _ = torch.linalg.qr(torch.randn(50, 8, dtype=torch.float64))  # (V, d) orthonormal columns
     E = 3.0 * Q.T  # (d, V)
     X = torch.randn(12, 8, dtype=torch.float64)
-    assert keep_k_similarity(X, E, [50])[0] == pytest.approx(1.0, abs=1e-12)
+    assert keep_k_similarity(X, E, [50])[0] == pytest.approx(1.0, abs=1e-6)
     spec = gram_spectrum(E)
     assert spec.condition == pytest.approx(1.0) and spec.top_share == pytest.approx(1 / 8)
 

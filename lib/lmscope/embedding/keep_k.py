@@ -57,7 +57,7 @@ def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose", pair
     if pairing not in PAIRINGS:
         raise ValueError(f"Unknown pairing '{pairing}': use 'paper' (E on one side) or 'both'.")
     X, E = X.detach().double().cpu(), E.detach().double().cpu()
-    P_E = (X @ E).float()  # (n, V); float32 readings keep memory at n * V * 4 bytes each
+    P_E = (X @ E).float()  # (n, V) float32: memory n * V * 4 bytes
     if reading == "transpose":
         left = right = P_E
     else:
@@ -68,7 +68,7 @@ def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose", pair
     for k in ks:
         L = keep_k(left, int(k))
         R = L if right is left else keep_k(right, int(k))
-        out.append(_cosine(L.double() @ R.double().T, G))
+        out.append(_cosine(L @ R.T, G))  # float32 product: cosines good to ~1e-6
     return out
 
 
