@@ -108,3 +108,16 @@ def test_tables_and_figures_of_a_tiny_run():
     fig2 = plot_accuracies(results)
     assert len(fig2.axes[0].patches) == 4  # ZS, ICL, GD, LCGD bars of one task
     plt.close("all")
+
+
+def test_size_table_and_figure_from_logged_norms():
+    from lmscope.icl.report import plot_sizes, size_table
+
+    res = tiny_run(ModelView(make_tiny_model("llama")))
+    s = res.seeds[0]
+    L = len(s.update_norm["gd"])
+    assert s.attn_change["icl"].shape == (4, L) and set(s.attn_change) == {"icl", "gd", "lcgd"}
+    gd = float(np.sqrt((s.update_norm["gd"] ** 2).sum()))
+    table = size_table({"toy": res})
+    assert f"{gd:.3g}" in table and table.count("\n") == 2
+    assert len(plot_sizes({"toy": res}).axes) == 2

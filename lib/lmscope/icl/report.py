@@ -166,3 +166,46 @@ def sim_am_table(trained: dict[str, TaskResult], untrained: dict[str, TaskResult
         rows.append(f"| {name} | {label} | "
                     + " | ".join(f"{res.summary('sim_am', m)[0]:.4f}" for m in ("zs", *METHODS)) + " |")
     return "\n".join(rows)
+
+
+def size_table(results: dict[str, TaskResult]) -> str:
+    """Markdown: per task, the weight-update norm of GD and LCGD (summed over layers, in quadrature) and the
+    change to the attention output of ICL, GD and LCGD (mean over layers), means over seeds."""
+    rows = ["| task | |ΔW| GD | |ΔW| LCGD | LCGD / GD | |Δattn| ICL | |Δattn| GD | |Δattn| LCGD |",
+            "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        w = {m: r.size_curve("update_norm", m) for m in METHODS}
+        a = {m: r.size_curve("attn_change", m) for m in ("icl", *METHODS)}
+        wn = {m: float(np.sqrt((v ** 2).sum())) if v.size else math.nan for m, v in w.items()}
+        an = {m: float(v.mean()) if v.size else math.nan for m, v in a.items()}
+        ratio = wn["lcgd"] / wn["gd"] if wn["gd"] else math.nan
+        rows.append(f"| {name} | {wn['gd']:.3g} | {wn['lcgd']:.3g} | {ratio:.2f} | {an['icl']:.3g} | "
+                    f"{an['gd']:.3g} | {an['lcgd']:.3g} |")
+    return "\n".join(rows)
+
+
+def plot_sizes(results: dict[str, TaskResult], axes=None):
+    """Per layer: |ΔW| of GD and LCGD (top row) and |attn_out - attn_out(ZS)| of ICL, GD, LCGD (bottom), per task."""
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    if axes is None:
+        fig, axes = plt.subplots(2, len(names), figsize=(3.6 * len(names), 5.2), squeeze=False, sharex=True)
+    else:
+        fig = axes[0][0].figure
+    colors = {"icl": "tab:green", "gd": "tab:blue", "lcgd": "tab:orange"}
+    for j, name in enumerate(names):
+        for i, (what, runs) in enumerate((("update_norm", METHODS), ("attn_change", ("icl", *METHODS)))):
+            ax = axes[i][j]
+            for run in runs:
+                curve = results[name].size_curve(what, run)
+                if curve.size:
+                    ax.plot(np.arange(curve.size), curve, color=colors[run], label=run.upper())
+            ax.set_yscale("log")
+            ax.set_title(f"{name}: " + ("|ΔW| per layer" if i == 0 else "|Δ attn out| per layer"), fontsize=9)
+            if i == 1:
+                ax.set_xlabel("layer")
+        axes[1][j].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
