@@ -23,6 +23,8 @@ def test_parts_sum_to_the_logit_at_every_position(tiny):
             direct_logit_attribution(view, ids)
         return
     logits = model(input_ids=ids[None]).logits[0].detach()
+    if view.cfg.final_softcap is not None:  # Gemma 2: the parts sum to the logit before c * tanh(. / c)
+        logits = torch.atanh(logits / view.cfg.final_softcap) * view.cfg.final_softcap
     for target, foil in ((11, None), (11, 40), (None, None)):
         attr = direct_logit_attribution(view, ids, target=target, foil=foil)
         want = logits[torch.arange(9), attr.targets]

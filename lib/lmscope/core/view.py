@@ -241,9 +241,13 @@ class ModelView:
         """``(apply, bias)`` with ``norm(x) == apply(x) + bias``, ``apply`` linear (see :mod:`lmscope.core.norms`)."""
         return frozen_norm(norm, x, kind=self.family.norm, gain_offset=self.family.norm_gain_offset)
 
-    def unembed(self, resid: Tensor) -> Tensor:
-        """Logits of residual-stream vectors (..., d_model) -> (..., d_vocab): final norm, U, final soft cap."""
-        return self.softcap_logits(self.model.get_submodule(self.family.unembed)(self.final_norm(resid)))
+    def unembed(self, resid: Tensor, softcap: bool = True) -> Tensor:
+        """Logits of residual-stream vectors (..., d_model) -> (..., d_vocab): final norm, U, final soft cap.
+
+        ``softcap=False`` stops before the cap (the logit that is linear in the residual's parts).
+        """
+        logits = self.model.get_submodule(self.family.unembed)(self.final_norm(resid))
+        return self.softcap_logits(logits) if softcap else logits
 
     def softcap_logits(self, logits: Tensor) -> Tensor:
         """The family's final soft cap ``c * tanh(logits / c)`` (Gemma 2), or ``logits`` unchanged."""

@@ -248,7 +248,7 @@ def direct_logit_attribution(view, input_ids, target=None, foil=None, positions:
         b_f = lv.b_ff_out
         ff_bias.append(post_ff + (0 if b_f is None else d_ff @ b_f.detach().to(dtype)))
 
-    own = view.unembed(x_final).to(dtype)  # (P, V): the logits the parts decompose
+    own = view.unembed(x_final, softcap=False).to(dtype)  # (P, V): the logits the parts decompose (before a cap)
     logit = own[torch.arange(len(pos)), targets]
     if foils is not None:
         logit = logit - own[torch.arange(len(pos)), foils]
