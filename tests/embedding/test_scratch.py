@@ -121,3 +121,21 @@ def test_corpus_from_shakespeare_with_the_smollm_tokenizer(smollm):
     assert corpus.seen_in_training().float().mean() > 0.9  # nearly every known token occurs in training
     with pytest.raises(ValueError, match="test_fraction"):
         ScratchCorpus.build(tok, plays=("macbeth",), test_fraction=1.5)
+
+
+def test_two_seed_alignment_of_a_permuted_copy_and_its_chance_level():
+    from lmscope.embedding.two_seeds import two_seed_alignment
+
+    corpus = _corpus()
+    a, _ = train_scratch_lm(corpus, TINY, seed=1, cache=False)
+    b, _ = train_scratch_lm(corpus, TINY, seed=1, cache=False)
+    _permute_units(b, torch.randperm(TINY.d_ff, generator=torch.Generator().manual_seed(1)))
+    res = two_seed_alignment(ModelView(a), ModelView(b), corpus.seen_in_training(), groups=("ff_values", "W_Q"))
+    assert res.layer_acc["ff_values", "embedding"] == 1.0 and res.layer_acc["W_Q", "raw"] == 1.0
+    rows = res.unit_rows()
+    assert [r[0] for r in rows] == [0, 1, "chance"]
+    chance = rows[-1]
+    assert all(0 < c < 0.9 for c in chance[1:])
+    for layer_row in rows[:-1]:  # the same units: matched |corr| 1 in both spaces; heads above chance
+        assert layer_row[1:3] == pytest.approx((1.0, 1.0), abs=1e-6)
+        assert layer_row[3] > chance[3] and layer_row[4] > chance[4]
