@@ -123,3 +123,20 @@ def test_sweep_rows_keep_first_and_mass_only_up_to_their_lengths_and_call_on_row
     assert seen == rows
     with pytest.raises(ValueError, match="need"):
         length_sweep(view, {6: _blocks(1, 7)}, ks=[2])
+
+
+@pytest.mark.slow
+def test_main_writes_every_row_and_appends(smollm, tmp_path):
+    import json
+
+    from lmscope.topk.lengths import main
+
+    out = tmp_path / "sweep.json"
+    main(["--lengths", "16", "--tokens", "32", "--ks", "4", "--first-ks", "4", "--mass-ks", "4", "--out", str(out)])
+    first = json.loads(out.read_text())
+    assert [(r["length"], r["n_blocks"], r["mode"], r["k"]) for r in first["rows"]] == [
+        (16, 2, "dense", None), (16, 2, "attention", 4), (16, 2, "attention+first", 4), (16, 2, "dropped mass", 4)]
+    assert first["model"] == ModelView(smollm[0]).name
+    main(["--lengths", "8", "--tokens", "8", "--ks", "", "--first-ks", "", "--mass-ks", "", "--out", str(out), "--append"])
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[:4] == first["rows"] and [(r["length"], r["mode"]) for r in rows[4:]] == [(8, "dense")]

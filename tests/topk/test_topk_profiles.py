@@ -14,3 +14,11 @@ def test_profiles_share_their_names_and_the_notebook_overrides_apply():
     assert full["n_icl"] == 30 and full["icl_ks"] == [4, 8, 32] and full["ff_ks"][-2:] == [512, 1024]
     with pytest.raises(ValueError, match="Unknown profile"):
         settings(PROFILES, "medium")
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_length_sweep_sizes_fit_together(profile):
+    p = PROFILES[profile]
+    assert all(p["len_tokens"] >= length for length in p["lengths"])  # at least one block per length
+    assert set(p["first_ks"]) <= set(p["attn_ks"])  # keep-first is read against plain top-k at the same k
+    assert set(p["mass_ks"]) <= set(p["attn_ks"])
