@@ -17,7 +17,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := book
-.PHONY: book test lab debugger setup chromium clean-book mathjax publish
+.PHONY: book test lab debugger setup chromium textdata clean-book mathjax publish
 MATHJAX := $(VENV)/mathjax/node_modules/mathjax/es5/tex-svg-full.js
 
 setup: $(STAMP)
@@ -49,7 +49,15 @@ $(CHROMIUM):
 	$(SUDO) apt-get update
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium
 
-book: setup mathjax
+# Debian's fortunes and WordNet: the real text of chapter 04's sentence tasks (lmscope.icl.text_tasks).
+FORTUNES := /usr/share/games/fortunes/computers
+WORDNET := /usr/share/wordnet/data.noun
+textdata: $(FORTUNES) $(WORDNET)
+$(FORTUNES) $(WORDNET):
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y fortunes wordnet
+
+book: setup mathjax textdata
 	$(PY) book/build.py $(foreach m,$(MODEL),--model $(m)) --profile $(PROFILE) $(PARAMS)
 
 # The built HTML onto the gh-pages branch (ghp-import; the workflow in .github/ deploys it too).
@@ -58,7 +66,7 @@ publish: setup
 	$(VENV)/bin/ghp-import --no-jekyll --branch gh-pages --message "book: built HTML" book/_build/html
 	git push origin gh-pages
 
-test: setup chromium mathjax
+test: setup chromium mathjax textdata
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lab: setup
