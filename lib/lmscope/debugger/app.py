@@ -6,7 +6,8 @@
 Prompt box, Trace and Generate; a per-layer table (logit lens before/after attention
 and FF, the dominant sub-updates as buttons, the dominant heads); value details on
 click (top 50 tokens, switch on/off, name it); keyword search over the projection
-index; the interventions list (enable toggle, off/on/number, remove); annotations.
+index; the interventions list (enable toggle, off/on/number, remove); annotations; the
+attribution, patching and session panels of :mod:`lmscope.debugger.app_views`.
 Every handler catches its errors and shows them as a message, never a traceback,
 so the app keeps working. Widget classes (``lmscope-*``) give browser tests handles.
 The engine behind it is :class:`lmscope.debugger.engine.LMDebugger`; ipywidgets is imported
@@ -19,6 +20,7 @@ import functools
 from typing import Callable
 
 from lmscope.debugger.annotations import Annotations
+from lmscope.debugger.app_views import AttributionPanel, PatchingPanel, SessionPanel
 from lmscope.debugger.engine import LMDebugger
 from lmscope.debugger.interventions import Intervention, parse_coefficient
 from lmscope.debugger.search import ValueSearch
@@ -54,9 +56,7 @@ class DebuggerApp:
         self.last_generation: str | None = None
         self.selected: str | None = None
 
-        def cls(widget, name):
-            widget.add_class(f"lmscope-{name}")
-            return widget
+        cls = self.cls
 
         full = W.Layout(width="98%")
         # -- prompt and actions
@@ -101,6 +101,9 @@ class DebuggerApp:
         self.details_save.on_click(self._safe(lambda _: self.save_annotation(f"{self.selected} = {self.details_label.value}")))
         self.annotation_button.on_click(self._safe(lambda _: self.save_annotation(self.annotation_box.value)))
 
+        self.attribution = AttributionPanel(self)
+        self.patching = PatchingPanel(self)
+        self.sessions = SessionPanel(self)
         section = lambda text: W.HTML(f"<h4 style='margin:6px 0 2px 0'>{text}</h4>")
         self.widget = W.VBox([
             self.prompt,
@@ -114,9 +117,19 @@ class DebuggerApp:
             W.HBox([self.add_name, self.add_coeff, self.add_button]), self.interventions_box,
             section("Search values"), W.HBox([self.search_box, self.search_button]), self.search_results,
             section("Names"), W.HBox([self.annotation_box, self.annotation_button]), self.annotation_list,
+            section("Attribution: exact direct effect of every head and FF value on a token at the position"),
+            self.attribution.widget,
+            section("Patching: restore one activation of the prompt in a corrupted prompt"), self.patching.widget,
+            section("Session: save, load, export"), self.sessions.widget,
         ], layout=full)
         self.widget.add_class("lmscope-debugger")
         self._show_annotations()
+
+    @staticmethod
+    def cls(widget, name: str):
+        """Give ``widget`` the class ``lmscope-<name>`` (a handle for browser tests); returns it."""
+        widget.add_class(f"lmscope-{name}")
+        return widget
 
     @classmethod
     def from_model(cls, view, tokenizer, build_index: bool = True, **kwargs) -> "DebuggerApp":
