@@ -45,6 +45,24 @@ def test_group_vectors_shapes(family):
     torch.testing.assert_close(group_vectors(view, 2, "W_O")[2 * cfg.d_head + 5], lv.W_O[2][5])
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2", "olmo2"])
+def test_ff_values_are_read_as_the_model_applies_them(family):
+    """A post-norm family's value is read as v_i * gain of its post-FF norm (Gemma: 1 + weight)."""
+    model = make_tiny_model(family)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    view = ModelView(model)
+    lv = view.layers[1]
+    read = group_vectors(view, 1, "ff_values")
+    if lv.post_ff_norm is None:
+        assert torch.equal(read, lv.ff_values)
+    else:
+        gain = lv.post_ff_norm.weight + (1.0 if family == "gemma2" else 0.0)
+        torch.testing.assert_close(read, lv.ff_values * gain, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("circuit", ["qk", "vo"])
 @pytest.mark.parametrize("reading", ["transpose", "pinv"])
 def test_head_pairs_match_the_full_vocabulary_matrix(circuit, reading):

@@ -72,7 +72,9 @@ def check_index(x, name: str, n: int, what: str) -> int:
 def group_vectors(view: ModelView, layer: int, group: str) -> Tensor:
     """All vectors of one parameter group of a layer, each a row in d_model: (n, d_model).
 
-    ``ff_keys``/``ff_gate_keys``/``ff_values``: (d_ff, d_model). ``W_Q``: the columns of
+    ``ff_keys``/``ff_gate_keys``/``ff_values``: (d_ff, d_model); ``ff_values`` are read as the model
+    applies them (``LayerView.ff_values_applied``: ``v_i`` times the post-FF norm's gain in Gemma 2/3
+    and OLMo 2, ``v_i`` itself elsewhere). ``W_Q``: the columns of
     every query head, (n_heads*d_head, d_model), row ``h*d_head + c`` is column ``c`` of
     head ``h`` (a "subhead"); ``W_K``/``W_V``: the same for the distinct key/value heads
     (n_kv_heads*d_head rows); ``W_O``: the rows of every head, (n_heads*d_head, d_model).
@@ -84,7 +86,7 @@ def group_vectors(view: ModelView, layer: int, group: str) -> Tensor:
     if group == "ff_keys":
         return lv.ff_keys
     if group == "ff_values":
-        return lv.ff_values
+        return lv.ff_values_applied
     if group == "ff_gate_keys":
         if lv.ff_gate_keys is None:
             raise ValueError(f"This {cfg.family} model has no gated MLP, so no 'ff_gate_keys'.")
