@@ -115,3 +115,46 @@ def test_browser_trace_and_intervene(voila_url, tmp_path):
             assert (tmp_path / "debugger.png").stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def test_browser_attribution_patching_and_bad_input(voila_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 2400})
+            page.goto(voila_url, timeout=180_000)
+            prompt = page.locator(".lmscope-prompt textarea")
+            prompt.wait_for(timeout=180_000)
+            prompt.fill("The capital of France is")
+            message = page.locator(".lmscope-message")
+
+            # attribution of the prediction at the last position: two figures and the exact sum
+            page.locator("button.lmscope-attribute").click()
+            summary = page.locator(".lmscope-attribution")
+            expect(summary).to_contain_text("Paris", timeout=120_000)
+            expect(summary).to_contain_text("sum of the parts")
+            expect(page.locator(".lmscope-attribution-plot img")).to_have_count(2, timeout=30_000)
+            m = re.search(r"= (-?[\d.]+) \(sum of the parts (-?[\d.]+)\)", summary.inner_text())
+            assert m and abs(float(m[1]) - float(m[2])) < 1e-2, summary.inner_text()
+
+            # a target that is not one token: a message naming the box
+            page.locator(".lmscope-dla-target input").fill(" Parisian capital")
+            page.locator("button.lmscope-attribute").click()
+            expect(message).to_contain_text("token box", timeout=60_000)
+
+            # patching with a corrupted prompt of another length, then of the same length
+            corrupted = page.locator(".lmscope-corrupted input")
+            corrupted.fill("The capital city of Italy is")
+            page.locator("button.lmscope-patch").click()
+            expect(message).to_contain_text("same length", timeout=60_000)
+            corrupted.fill("The capital of Italy is")
+            page.locator("button.lmscope-patch").click()
+            expect(page.locator(".lmscope-patching-plot img")).to_have_count(1, timeout=300_000)
+            expect(page.locator(".lmscope-patching")).to_contain_text("clean")
+            assert "Traceback" not in page.content()
+            page.screenshot(path=str(tmp_path / "attribution.png"), full_page=True)
+            assert (tmp_path / "attribution.png").stat().st_size > 10_000
+        finally:
+            browser.close()

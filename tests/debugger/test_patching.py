@@ -136,3 +136,18 @@ def test_smollm_subject_patch_restores_paris(smollm):
     assert g.clean > 0 > g.corrupted
     assert float(g.recovered()[0, subject]) == pytest.approx(1.0, abs=1e-3)
     assert g.recovered()[:, :subject].abs().max() < 1e-3  # before the subject nothing differs
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+def test_suffix_runs_after_a_cached_prefix_give_the_same_grid(family):
+    view = ModelView(make_tiny_model(family))
+    clean, corrupted = _pair(view, 7, 3)
+    kw = dict(target=10, foil=20, metric="logit_diff", components=("resid_pre", "attn_out", "mlp_out"))
+    fast = activation_patching(view, clean, corrupted, **kw)
+    full = activation_patching(view, clean, corrupted, suffix_runs=False, **kw)
+    noisy = dict(noise=Noise((2, 4), scale=2.0), **kw)
+    fast_n = activation_patching(view, clean, **noisy)
+    full_n = activation_patching(view, clean, suffix_runs=False, **noisy)
+    for a, b in ((fast, full), (fast_n, full_n)):
+        for comp in a:
+            torch.testing.assert_close(a[comp].grid, b[comp].grid, rtol=0, atol=1e-10)
