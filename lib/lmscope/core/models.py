@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,9 +277,39 @@ def gguf_model_path(file: str | Path) -> Path:
     return target
 
 
+@contextmanager
+def _one_parse_per_file():
+    """Share one ``gguf.GGUFReader`` per file while inside.
+
+    transformers parses a GGUF's metadata for the config, the weights, the tokenizer's config and
+    the tokenizer, four times; for Gemma 3's 262,144-token table each parse takes a minute on 2 cores.
+    The reader only reads (a memory map), so one parse can serve all four.
+    """
+    import gguf
+
+    original, readers = gguf.GGUFReader, {}
+
+    def shared_reader(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _dequantize(gguf: Path, target: Path) -> None:
     """Read ``gguf`` with transformers' GGUF loader (float32) and write model and tokenizer to ``target``."""
-    try:  # parsing a GGUF is slow (the whole token table in Python): the model is read once, then checked
+    with _one_parse_per_file():
+        _dequantize_parsed(gguf, target)
+
+
+def _dequantize_parsed(gguf: Path, target: Path) -> None:
+    try:  # the model is read first, then its architecture checked (no separate config parse)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as err:
         raise ModelLoadError(
