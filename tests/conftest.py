@@ -152,3 +152,9 @@ def quick_book(tmp_path_factory):
 
 
 # ---- end quick book build -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    """The second embedded model (Gemma 3 270M, ``gemma3_text``) and its tokenizer; mark users slow."""
+    return load_model("gemma-3-270m")
