@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import TINY_FAMILIES, make_tiny_model
+from conftest import NEW_FAMILIES, TINY_FAMILIES, make_tiny_model
 
 from lmscope import ModelView
 from lmscope.core import attention
@@ -112,3 +112,15 @@ def test_topk_equals_scored_attention_keeping_the_top_scores(family):
         out = model(input_ids=ids).logits
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
     assert not torch.allclose(out, model(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_cached_generation_under_topk_and_score_hooks_is_the_models_own(family):
+    """With a KV cache longer than the sliding window, both implementations generate the model's own tokens."""
+    model = make_tiny_model(family)
+    ids = torch.randint(3, 90, (1, 8), generator=torch.Generator().manual_seed(1))
+    ref = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    with use_topk_attention(ModelView(model), topk=64):
+        assert torch.equal(model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0), ref)
+    with ModelView(model).capture(["blocks.0.attn_scores"]):
+        assert torch.equal(model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0), ref)
