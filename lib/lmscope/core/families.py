@@ -14,7 +14,8 @@ What each family needs beyond a llama-like block (the tiny configs of ``tests/co
 every entry): GPT-2 fused stacked q/k/v, Conv1D; GPT-NeoX per-head fused q/k/v, parallel residual;
 BERT post-norm, masked LM; Gemma 2 ``(1 + weight)`` RMSNorms, post-sub-block ("sandwich") norms,
 embedding scaled by sqrt(d_model), attention and final-logit soft caps, sliding-window layers,
-GeGLU; Gemma 3 the same with QK-norm and no attention soft cap; Qwen3 QK-norm (per head), optional
+GeGLU; Gemma 3 the same with QK-norm and no attention soft cap (``gemma3``, with a vision tower: the
+text model inside, and that head applies no final cap either); Qwen3 QK-norm (per head), optional
 sliding windows; Phi-3 fused ``qkv_proj`` (GQA row sizes) and fused ``gate_up_proj`` (rows
 ``[gate | up]``); OLMo 2 post-norms only (no pre-norm) and QK-norm over all heads; SmolLM3 some
 layers without RoPE.
