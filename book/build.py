@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -244,7 +245,8 @@ def execute_cached(name: str, parameters: dict, *, notebooks: Path = NOTEBOOKS, 
 def tidy_for_static(path: Path) -> None:
     """Merge runs of stream output of one cell into one block; widget outputs become a short note.
 
-    (A widget saved without its state renders as an empty box in a static page.)
+    (A widget saved without its state renders as an empty box in a static page.) The notebook's
+    widget state goes too, so the page loads no widget manager from a CDN.
     """
     import nbformat
 
@@ -266,6 +268,8 @@ def tidy_for_static(path: Path) -> None:
                 continue
             outputs.append(out)
         cell.outputs = outputs
+    # without widget state, myst-nb loads no widget manager (require.js and the html-manager from a CDN)
+    notebook.metadata.pop("widgets", None)
     nbformat.write(notebook, path)
 
 
@@ -340,8 +344,41 @@ def build_html(names: list[str], output: Path = HTML, *, chapters: Path = CHAPTE
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
             raise BookError(f"jupyter-book build failed (exit {result.returncode}):\n{tail}")
+        tidy_html(Path(tmp) / "_build" / "html")
         _swap(Path(tmp) / "_build" / "html", output)
     return output
+
+
+_SCRIPT_TAG = re.compile(r"[ \t]*<script\b[^>]*>.*?</script>\n?", re.S)
+_SRC = re.compile(r"""\ssrc=["']([^"'?]+)""")
+
+
+def tidy_html(html: Path) -> None:
+    """Fix two Jupyter Book 1.x page defects that show as errors in a browser console.
+
+    Some extensions add their scripts once per page built so far (sphinx-thebe's inline
+    ``const THEBE_JS_URL``, MathJax), so later pages load them twice: a second ``const`` is a
+    SyntaxError, a second MathJax breaks the first. Keep the first ``<script>`` of each source
+    (or inline text). The theme's mode defaults to ``""`` without a saved choice, which the
+    theme reports as an error: default it to ``"light"``.
+    """
+    for page in html.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        seen: set[str] = set()
+
+        def first_only(match: re.Match) -> str:
+            tag = match.group(0)
+            src = _SRC.search(tag.split(">", 1)[0])
+            key = src.group(1) if src else tag.strip()
+            if key in seen:
+                return ""
+            seen.add(key)
+            return tag
+
+        head, sep, body = text.partition("</head>")
+        head = _SCRIPT_TAG.sub(first_only, head)
+        head = head.replace('localStorage.getItem("mode") || ""', 'localStorage.getItem("mode") || "light"')
+        page.write_text(head + sep + body, encoding="utf-8")
 
 
 def _swap(new: Path, output: Path) -> None:

@@ -89,8 +89,10 @@ def test_tidy_merges_streams_and_replaces_widgets(tmp_path):
         nbformat.v4.new_output("display_data", data=widget),
         nbformat.v4.new_output("display_data", data=widget),
     ]
+    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     nbformat.write(notebook, path)
     book.tidy_for_static(path)
+    assert "widgets" not in nbformat.read(path, as_version=4).metadata
     outputs = nbformat.read(path, as_version=4).cells[-1].outputs
     assert [(o.output_type, o.get("name")) for o in outputs] == [
         ("stream", "stdout"), ("stream", "stderr"), ("display_data", None)]
