@@ -54,20 +54,23 @@ def main() -> None:
                "mean_first_leading_layer": stats.mean_first_leading, "uniform_kl": stats.uniform_kl,
                "load_avg_1min": os.getloadavg()[0]}
         rows.append(row)
-        print(f"{name:16s} train {seconds:7.1f} s  mean KL (layers 0..L-2) {row['mean_kl']:6.2f} nats  "
-              f"first leading layer {row['mean_first_leading_layer']:5.2f}  load {row['load_avg_1min']:.1f}",
+        print(f"{name:16s} train {seconds:7.1f} s  mean KL (layers 0..L-2) {row['mean_kl']:6.2f} nats "
+              f"(uniform guess {stats.uniform_kl:.2f})  first leading layer {row['mean_first_leading_layer']:5.2f}  load {row['load_avg_1min']:.1f}",
               flush=True)
+        write()
 
+    def write():  # after every row: a long run leaves what it measured so far
+        RESULTS.mkdir(exist_ok=True)
+        out.write_text(json.dumps({"model": view.name, "threads": args.threads, "eval_tokens": held_out.numel(),
+                                   "rows": rows}, indent=1))
+
+    out = RESULTS / f"tuned_lens_{view.name}.json"
     record("logit lens", LogitLens(view), 0.0)
     for name in args.recipes:
         config = TunedLensConfig(**RECIPES[name])
         start = time.perf_counter()
         lens = TunedLens.trained(view, tok, config)
         record(name, lens, time.perf_counter() - start, asdict(config))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"tuned_lens_{view.name}.json"
-    out.write_text(json.dumps({"model": view.name, "threads": args.threads, "eval_tokens": held_out.numel(),
-                               "rows": rows}, indent=1))
     print(f"wrote {out}")
 
 

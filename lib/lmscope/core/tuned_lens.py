@@ -53,6 +53,12 @@ from lmscope.core.models import cache_dir
 Tensor = torch.Tensor
 FORMAT_VERSION = "1"
 READ_POINTS = ("resid_pre", "resid_mid", "resid_post")
+#: Chapter 00's run sizes (:func:`lmscope.core.profiles.settings`): the training recipe and the held-out
+#: 64-token blocks the lenses are compared on.
+PROFILES = {
+    "quick": {"fit_sequences": 8, "steps": 0, "eval_blocks": 1},
+    "full": {"fit_sequences": 32, "steps": 4, "eval_blocks": 8},
+}
 
 
 @dataclass(frozen=True)
