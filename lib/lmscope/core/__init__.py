@@ -11,6 +11,7 @@ module             what it holds
 ``hooks``          :func:`hook_name` and the capture/overwrite context managers
 ``attention``      the scored eager and top-k attention implementations and the guard over them
 ``lens``           the logit lens
+``tuned_lens``     the tuned lens (one affine map per layer before the read-out), trained and cached per model
 ``tokens``         tokens as readable text
 ``tensors``        small tensor operations the studies share
 ``profiles``       :func:`profiles.settings`: a chapter's run sizes by profile (``quick`` / ``full``)
