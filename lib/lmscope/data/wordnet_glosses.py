@@ -12,6 +12,7 @@ its words, and after ``|`` its gloss (definition, then quoted examples). :func:`
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 WORDNET_DIR = Path("/usr/share/wordnet")
@@ -39,24 +40,30 @@ def _data_noun() -> Path:
     return path
 
 
-def glosses(category: str, min_words: int = 4, max_words: int = 25) -> list[tuple[str, str]]:
-    """``(word, definition)`` of every synset of ``category`` whose definition has ``min_words``..``max_words`` words.
-
-    File order; the word is the synset's first lemma (underscores as spaces).
-    """
-    if category not in NOUN_CATEGORIES:
-        raise ValueError(f"Unknown WordNet category '{category}'; choose from {', '.join(NOUN_CATEGORIES)}.")
-    number = NOUN_CATEGORIES[category]
-    out = []
+@lru_cache(maxsize=1)
+def _synsets() -> dict[int, tuple[tuple[str, str], ...]]:
+    """Every noun synset's (first word, definition), by lexicographer file number; the file is read once."""
+    out: dict[int, list[tuple[str, str]]] = {}
     with _data_noun().open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.startswith(" "):  # the licence header
                 continue
             head, _, gloss = line.partition("|")
             fields = head.split()
-            if len(fields) < 5 or int(fields[1]) != number:
+            if len(fields) < 5:
                 continue
-            definition = gloss.split('; "')[0].split(';')[0].strip().rstrip(";").strip()
-            if min_words <= len(definition.split()) <= max_words:
-                out.append((fields[4].replace("_", " "), definition))
-    return out
+            definition = gloss.split(";")[0].strip()
+            out.setdefault(int(fields[1]), []).append((fields[4].replace("_", " "), definition))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def glosses(category: str, min_words: int = 4, max_words: int = 25) -> list[tuple[str, str]]:
+    """``(word, definition)`` of every synset of ``category`` whose definition has ``min_words``..``max_words`` words.
+
+    File order; the word is the synset's first lemma (underscores as spaces); the definition is the
+    gloss up to its first ``;`` (examples and further senses dropped).
+    """
+    if category not in NOUN_CATEGORIES:
+        raise ValueError(f"Unknown WordNet category '{category}'; choose from {', '.join(NOUN_CATEGORIES)}.")
+    return [(w, d) for w, d in _synsets().get(NOUN_CATEGORIES[category], ())
+            if min_words <= len(d.split()) <= max_words]
