@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -30,17 +30,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until Voilà listens. (A GET of the page would start a kernel that runs the notebook:
+    polling it would start one per try, and the browser's visit one more.)"""
+    host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"Voilà exited with code {proc.returncode}")
         try:
-            urllib.request.urlopen(url, timeout=2)
+            socket.create_connection((host, port), timeout=2).close()
             return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"Voilà did not answer at {url} within {timeout} s")
+    raise TimeoutError(f"Voilà did not listen at {url} within {timeout} s")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import TINY_FAMILIES, make_tiny_model
 from debugger_helpers import random_ids
 
 from lmscope import ModelView
@@ -17,7 +17,7 @@ from lmscope.debugger.patching import (
     attribution_patching,
 )
 
-CAUSAL = ["gpt2", "llama", "qwen2", "gpt_neox"]
+CAUSAL = [f for f in TINY_FAMILIES if f != "bert"]
 
 
 def _pair(view, length=6, where=2):
@@ -138,7 +138,7 @@ def test_smollm_subject_patch_restores_paris(smollm):
     assert g.recovered()[:, :subject].abs().max() < 1e-3  # before the subject nothing differs
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("family", CAUSAL)
 def test_suffix_runs_after_a_cached_prefix_give_the_same_grid(family):
     view = ModelView(make_tiny_model(family))
     clean, corrupted = _pair(view, 7, 3)

@@ -10,8 +10,9 @@ read by ``W_U[:, t]`` plus ``b_U[t]``. Families with a norm after a sub-block (G
 (the ``attn_out`` / ``mlp_out`` hook points), so a head's or a value's part is its raw vector read
 along the adjoint of that norm. The parts then sum to the model's logit to float tolerance.
 
-What is decomposed is the logit the unembedding gives (``view.unembed``); a model that soft-caps
-its logits afterwards (Gemma 2) is decomposed before the cap. A masked LM's head (BERT: dense,
+What is decomposed is the logit the unembedding gives (``view.unembed(resid, softcap=False)``); a
+model that soft-caps its logits afterwards (Gemma 2: ``c * tanh(logit / c)``, monotone) is
+decomposed before the cap. A masked LM's head (BERT: dense,
 GELU, LayerNorm) is not linear at a token and is refused.
 
 >>> attr = direct_logit_attribution(view, ids, target=paris_id)   # doctest: +SKIP

@@ -198,7 +198,13 @@ def _prefix_cache(view, corrupted: Tensor, noise: Tensor | None):
     with torch.no_grad(), _corrupting(view, noise):
         out = view.model(input_ids=corrupted.to(view.device), use_cache=True)
     past = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    return past if all(hasattr(past, m) for m in ("crop", "batch_repeat_interleave")) else None
+    if not all(hasattr(past, m) for m in ("crop", "batch_repeat_interleave")):
+        return None
+    try:  # a sliding-window cache already as long as its window cannot be cut back: run whole prompts
+        copy.deepcopy(past).crop(-1)
+    except (RuntimeError, ValueError):
+        return None
+    return past
 
 
 def _setup(view, clean_ids, corrupted_ids, noise, components, metric, target, foil):
