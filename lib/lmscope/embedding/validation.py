@@ -102,9 +102,9 @@ def parameter_hidden_overlap(view: ModelView, texts_ids: list[torch.Tensor], lay
 
 
 def _unit_tops(view: ModelView, layer: int, group: str, E: torch.Tensor, k: int, masks: dict,
-               chunk: int = 512) -> dict[str, torch.Tensor]:
-    """Per mask name, the top-``k`` token ids of every vector of ``group`` read as ``x E``: (n, k)."""
-    vecs = group_vectors(view, layer, group).detach().float()
+               rows: torch.Tensor, chunk: int = 512) -> dict[str, torch.Tensor]:
+    """Per mask name, the top-``k`` token ids of vectors ``rows`` of ``group`` read as ``x E``: (len(rows), k)."""
+    vecs = group_vectors(view, layer, group).detach().float()[rows]
     out = {name: [] for name in masks}
     for i in range(0, len(vecs), chunk):
         scores = vecs[i: i + chunk] @ E  # (c, V)
@@ -178,9 +178,10 @@ def paper_overlap(view: ModelView, blocks: torch.Tensor, layers=None, groups=GRO
             top = a.topk(top_params, dim=1).indices  # (P, top_params)
             if g == "W_V":  # query-head subhead j = h*dh + c reads kv head h // rep
                 top = (top // cfg.d_head // rep) * cfg.d_head + top % cfg.d_head
-            tops = _unit_tops(view, l, g, E, k, masks)
+            used, where = torch.unique(top, return_inverse=True)  # read only the units that fire
+            tops = _unit_tops(view, l, g, E, k, masks, used)
             for name in masks:
-                A = _membership(tops[name][top].reshape(P, -1), V)  # (P, V) union of the units' tokens
+                A = _membership(tops[name][where].reshape(P, -1), V)  # (P, V) union of the units' tokens
                 for against, B in (("layer", lens_l[name]), ("last", lens_last[name])):
                     for kind, A_ in (("aligned", A), ("random", A[other])):
                         out[name][against][g][kind].append(float(((A_ & B).sum(1).float() / k).mean()))
