@@ -80,6 +80,10 @@ def test_family_features_are_read_from_the_model(tiny):
     assert c.sliding_layers == windows.get(family, ())
     assert c.sliding_window == {"phi3": 4}.get(family, 3 if family in windows else None)
     assert (view.layers[0].attn_norm is None) == (family == "olmo2")
+    qk = view.layers[0].qk_norms
+    assert (qk is not None) == c.qk_norm
+    if qk is not None:  # per head (Gemma 3, Qwen3) or over all heads (OLMo 2)
+        assert qk[0].weight.shape == ((c.n_heads * c.d_head,) if family == "olmo2" else (c.d_head,))
     assert view.architecture_table()[0] == {"name": "family", "value": view.family.name}
 
 

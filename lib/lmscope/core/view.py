@@ -141,6 +141,15 @@ class LayerView:
         """The norm on the FF output before the residual add (Gemma 2/3, OLMo 2), else None."""
         return self._part(self._family.post_ff_norm)
 
+    @property
+    def qk_norms(self) -> tuple[nn.Module, nn.Module] | None:
+        """The query and key norms applied after the projections (QK-norm), or None.
+
+        Gemma 3 and Qwen3 normalise each head's d_head; OLMo 2 all heads' n*d_head together.
+        """
+        paths = self._family.qk_norms
+        return None if paths is None else (self._part(paths[0]), self._part(paths[1]))
+
     def _gain(self, norm: nn.Module) -> Tensor:  # (d_model,)
         return norm.weight + self._family.norm_gain_offset
 
