@@ -294,3 +294,30 @@ def test_embedded_model_identities(smollm):
                                rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(view.unembed(cache["blocks.29.resid_post"]), logits, rtol=1e-4, atol=1e-3)
     assert tok.decode(logits[0, -1].argmax()).strip() == "Paris"
+
+
+@pytest.mark.slow
+def test_second_embedded_model_decomposes_exactly(gemma):
+    """Gemma 3 270M (post-norms, embedding scale, QK-norm, sliding windows): the decomposition holds in float32."""
+    model, tok = gemma
+    view = ModelView(model)
+    cfg = view.cfg
+    assert (cfg.family, cfg.n_layers, cfg.d_model, cfg.d_vocab) == ("gemma3_text", 18, 640, 262144)
+    assert cfg.post_block_norms and cfg.qk_norm and cfg.sliding_layers
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    l, last = 7, hook_name(cfg.n_layers - 1, "resid_post")
+    points = ("attn_heads", "attn_out", "attn_resid", "ff_coeffs", "mlp_out", "mlp_resid", "resid_pre", "resid_mid")
+    logits, cache = view.run_with_cache(ids, hook_names(points, [l]) + [last, hook_name(0, "resid_pre")])
+    c = {p: cache[hook_name(l, p)] for p in points}
+    lv = view.layers[l]
+
+    def close(a, b):  # float32: relative to the largest entry
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+    heads, rest = lv.residual_parts("attn", c["attn_heads"], c["attn_out"])
+    close(heads.sum(-2) + rest, c["attn_resid"])
+    parts, rest = lv.residual_parts("ff", c["ff_coeffs"][..., None] * lv.ff_values, c["mlp_out"])
+    close(parts.sum(-2) + rest, c["mlp_resid"])
+    torch.testing.assert_close(c["resid_mid"], c["resid_pre"] + c["attn_resid"])
+    torch.testing.assert_close(view.unembed(cache[last]), logits)
+    torch.testing.assert_close(view.W_E_applied[ids], cache[hook_name(0, "resid_pre")])
