@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from lmscope import ModelView, load_model
-from lmscope.core.tuned_lens import LogitLens, TunedLens, TunedLensConfig, lens_stats
+from lmscope.core.lens_stats import lens_stats
+from lmscope.core.tuned_lens import LogitLens, TunedLens, TunedLensConfig
 from lmscope.data.shakespeare import token_blocks
 
 RESULTS = Path(__file__).parent / "results"

@@ -24,7 +24,7 @@ authors' code). ``resid_mid`` has no translator of its own: it is read with the 
 >>> logits = lens(resid, layer=3)                      # (..., d_vocab), differentiable in resid
 
 Both lenses share one interface (:class:`LogitLens` is the identity case): ``lens(resid, layer)``
-reads ``resid_post`` of ``layer``; ``lens.read(resid, layer, point)`` reads any residual point.
+reads ``resid_post`` of ``layer``; ``lens.read(resid, layer, point)`` reads any residual point; :mod:`lmscope.core.lens_stats` scores them.
 A trained lens is frozen (``requires_grad=False``): used as a read-out inside finetuning it passes
 gradients to ``resid`` (and to the model) but is itself never trained by anyone else.
 Trained lenses are cached as safetensors under
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -48,6 +47,7 @@ import torch
 from torch import nn
 
 from lmscope.core.hooks import hook_name
+from lmscope.core.lens_stats import check_tokens, kl_to_final
 from lmscope.core.models import cache_dir
 
 Tensor = torch.Tensor
@@ -190,7 +190,7 @@ class TunedLens(nn.Module):
             if tokenizer is None:
                 raise ValueError("TunedLens.trained needs a tokenizer (to read config.plays) or tokens=(n, T) ids.")
             tokens = training_tokens(tokenizer, config)
-        tokens = _check_tokens(tokens, config)
+        tokens = check_tokens(tokens, config.batch)
         start = time.perf_counter()
         if config.init == "regression" and config.fit_sequences > 0:
             lens._fit_regression(tokens[: config.fit_sequences])
@@ -316,11 +316,6 @@ class TunedLens(nn.Module):
         return lens
 
 
-def kl_to_final(target_logp: Tensor, logp: Tensor) -> Tensor:
-    """``KL(final || lens)`` per position, in nats: (..., d_vocab) log-probs twice -> (...)."""
-    return (target_logp.exp() * (target_logp - logp)).sum(-1)
-
-
 def training_tokens(tokenizer, config: TunedLensConfig | None = None) -> Tensor:
     """Non-overlapping blocks (n, seq_len) of the training plays, enough for ``steps * batch`` rows if the text allows."""
     from lmscope.data.shakespeare import heldout_text
@@ -331,14 +326,6 @@ def training_tokens(tokenizer, config: TunedLensConfig | None = None) -> Tensor:
     if n < config.batch:
         raise ValueError(f"The plays {config.plays} give {ids.numel()} tokens: too few for batch * seq_len.")
     return ids[: n * config.seq_len].view(n, config.seq_len)
-
-
-def _check_tokens(tokens: Tensor, config: TunedLensConfig) -> Tensor:
-    if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype not in (torch.int32, torch.int64):
-        raise ValueError("tokens must be an integer tensor of shape (n_sequences, seq_len).")
-    if tokens.shape[0] < config.batch:
-        raise ValueError(f"tokens has {tokens.shape[0]} sequences, fewer than config.batch={config.batch}.")
-    return tokens.long()
 
 
 @contextmanager
@@ -382,59 +369,3 @@ def load_or_train_tuned_lens(view, tokenizer, config: TunedLensConfig | None = N
     lens = TunedLens.trained(view, tokenizer, config, verbose=verbose)
     lens.save(path)
     return lens
-
-
-@dataclass
-class LensStats:
-    """How well a lens reads each layer's ``resid_post`` on a token set (every position counts)."""
-
-    kl: Tensor  # (n_layers,) mean KL(final || lens) in nats per token
-    top1_agreement: Tensor  # (n_layers,) share of positions where the lens's top-1 is the model's top-1
-    first_leading: Tensor  # (n_positions,) first layer from which the lens's top-1 is the final top-1 for good
-    uniform_kl: float  # mean KL(final || uniform) = ln d_vocab - entropy: a lens worse than this knows nothing
-
-    @property
-    def mean_first_leading(self) -> float:
-        return self.first_leading.double().mean().item()
-
-
-def first_leading_layer(top1: Tensor, final: Tensor) -> Tensor:
-    """First layer ``l`` with ``top1[l:] == final`` for each position: (n_layers, n) and (n,) ids -> (n,).
-
-    The last layer always agrees when the lens reads the model's output there, so the answer is at most
-    ``n_layers - 1``.
-    """
-    agree = top1 == final  # (n_layers, n)
-    lasting = agree.flip(0).cumprod(0).flip(0)  # 1 where this and every later layer agree
-    return agree.shape[0] - lasting.sum(0)
-
-
-@torch.no_grad()
-def lens_stats(view, lens, tokens: Tensor, batch: int = 4) -> LensStats:
-    """Per-layer KL to the final distribution, top-1 agreement and the first leading layer of ``lens``
-    over every position of ``tokens`` (n, T)."""
-    tokens = _check_tokens(tokens, TunedLensConfig(batch=1))
-    L = view.cfg.n_layers
-    names = [hook_name(l, "resid_post") for l in range(L)]
-    kl = torch.zeros(L, dtype=torch.float64)
-    top1, final, uniform = [], [], 0.0
-    for start in range(0, tokens.shape[0], batch):
-        ids = tokens[start : start + batch].to(view.device)
-        logits, cache = view.run_with_cache(ids, names)
-        target = logits.float().log_softmax(-1)  # (b, T, d_vocab)
-        uniform += (math.log(target.shape[-1]) + (target.exp() * target).sum(-1)).sum().item()
-        final.append(target.argmax(-1).flatten().cpu())
-        rows = []
-        for l, name in enumerate(names):
-            logp = lens.read(cache[name], l).float().log_softmax(-1)
-            kl[l] += kl_to_final(target, logp).sum().double().cpu()
-            rows.append(logp.argmax(-1).flatten().cpu())
-        top1.append(torch.stack(rows))  # (L, b * T)
-    top1, final = torch.cat(top1, 1), torch.cat(final)
-    n = tokens.numel()
-    return LensStats(kl / n, (top1 == final).double().mean(1), first_leading_layer(top1, final), uniform / n)
-
-
-def lens_kl(view, lens, tokens: Tensor, batch: int = 4) -> Tensor:
-    """Mean ``KL(final || lens)`` per layer's ``resid_post`` over every position of ``tokens`` (n, T): (n_layers,)."""
-    return lens_stats(view, lens, tokens, batch).kl
