@@ -24,7 +24,8 @@ Steps:
    npm package, :func:`mathjax_file`) into a temporary folder beside the output, with
    warnings as errors.
 4. Only then the new HTML replaces ``book/_build/html``: a failed run leaves the last good
-   build in place.
+   build in place. When no executed chapter, results file, ``book/`` source or config changed
+   since the last build (:func:`html_key`, saved in the HTML folder), Jupyter Book is skipped.
 """
 
 from __future__ import annotations
@@ -448,11 +449,35 @@ def build(model: str | list[str], profile: str, params: dict | None = None, *,
                                                                and n not in ONCE]) for m in models]
         if once:
             parts.append(("Comparing the models", once))
-    html = build_html(pages, output, chapters=chapters, strict=strict, parts=parts)
-    timings["html"] = {"seconds": round(time.perf_counter() - start, 1)}
+    key = html_key(pages, parts, chapters, strict)
+    stamp = Path(output) / ".lmscope-html.key"
+    built = not (stamp.exists() and stamp.read_text().strip() == key)
+    if built:
+        html = build_html(pages, output, chapters=chapters, strict=strict, parts=parts)
+        (html / ".lmscope-html.key").write_text(key + "\n")
+        log.info("built %s in %.0f s", html, time.perf_counter() - start)
+    else:
+        html = Path(output).resolve()
+        log.info("HTML unchanged (no chapter, book source or config changed): %s kept", html)
+    timings["html"] = {"seconds": round(time.perf_counter() - start, 1), "built": built}
     (chapters / "_timings.json").write_text(json.dumps(timings, indent=1))
-    log.info("built %s in %.0f s", html, time.perf_counter() - start)
     return html
+
+
+def html_key(pages: list[str], parts, chapters: Path, strict: bool, book: Path = BOOK,
+             config: Path = CONFIG) -> str:
+    """What the HTML is made of: the executed chapters (their bytes), the TOC, book/ sources, the config."""
+    digest = hashlib.sha256(json.dumps([pages, parts, strict]).encode())
+    for page in pages:
+        digest.update((chapters / f"{page}.ipynb").read_bytes())
+    for path in sorted((chapters / "_results").rglob("*.json")):  # the landing page's numbers
+        digest.update(path.read_bytes())
+    for path in sorted(book.rglob("*")):
+        if path.is_file() and not {"_build", "chapters", "__pycache__"} & set(path.relative_to(book).parts):
+            digest.update(str(path.relative_to(book)).encode() + path.read_bytes())
+    digest.update(config.read_bytes())
+    digest.update(mathjax_file().read_bytes()[:4096])
+    return digest.hexdigest()
 
 
 def parse_value(text: str):

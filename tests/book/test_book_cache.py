@@ -116,9 +116,10 @@ def test_two_models_get_a_part_each_and_the_comparison_runs_once_last(tmp_path):
     compared = nbformat.read(chapters / f"{once}.ipynb", as_version=4)
     assert compared.cells[-1].outputs[0].text == "['m1', 'm22']\n"
     timings = json.loads((chapters / "_timings.json").read_text())
-    assert all(timings[page]["executed"] for page in ("a", "m22/a", once))
+    assert all(timings[page]["executed"] for page in ("a", "m22/a", once)) and timings["html"]["built"]
 
     book.build(["m1", "m22"], "quick", names=["a", once], notebooks=notebooks, chapters=chapters,
                output=html, library="lib")
     timings = json.loads((chapters / "_timings.json").read_text())
     assert not any(timings[page]["executed"] for page in ("a", "m22/a", once))
+    assert timings["html"]["built"] is False, "nothing changed: the HTML is kept as it is"
