@@ -151,3 +151,17 @@ def test_suffix_runs_after_a_cached_prefix_give_the_same_grid(family):
     for a, b in ((fast, full), (fast_n, full_n)):
         for comp in a:
             torch.testing.assert_close(a[comp].grid, b[comp].grid, rtol=0, atol=1e-10)
+
+
+def test_unchanged_cells_need_no_run_and_keep_their_value():
+    view = ModelView(make_tiny_model("llama"))
+    clean, corrupted = _pair(view, 6, 3)
+    kw = dict(target=10, metric="logit", components=("resid_pre", "mlp_out", "heads"))
+    fast = activation_patching(view, clean, corrupted, **kw)
+    slow = activation_patching(view, clean, corrupted, skip_unchanged=False, **kw)
+    L = view.cfg.n_layers
+    # positions 0-2 come before the change; block 0's input differs only at the changed token
+    assert fast["resid_pre"].n_runs == 1 + (L - 1) * 3
+    assert slow["resid_pre"].n_runs == L * 6
+    for comp in fast:
+        torch.testing.assert_close(fast[comp].grid, slow[comp].grid, rtol=0, atol=1e-10)

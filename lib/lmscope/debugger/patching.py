@@ -69,6 +69,7 @@ class PatchGrid:
     method: str = "activation"  # or "attribution"
     tokens: list[str] | None = None
     columns: list[int] = field(default_factory=list)  # positions (or heads) of the grid's columns
+    n_runs: int = 0  # patched runs made (cells whose activation did not change need none)
 
     def recovered(self) -> Tensor:
         """(grid - corrupted) / (clean - corrupted): 1 where a patch restores the clean metric."""
@@ -230,37 +231,50 @@ def _cells(view, component: str, columns: list[int]) -> list[tuple[str, int, int
 def activation_patching(view, clean_ids, corrupted_ids=None, *, target: int, foil: int | None = None,
                         metric: str = "prob", components: Sequence[str] | str = ("resid_pre", "attn_out", "mlp_out"),
                         positions=None, noise: Noise | None = None, batch_size: int = 128,
-                        tokens: list[str] | None = None, suffix_runs: bool = True) -> dict[str, PatchGrid]:
+                        tokens: list[str] | None = None, suffix_runs: bool = True,
+                        skip_unchanged: bool = True) -> dict[str, PatchGrid]:
     """The patching grid of each component: ``{component: PatchGrid}`` (see the module docstring).
 
     ``positions`` limits the grids' columns (default: every position); heads are patched at every
     position. ``suffix_runs``: a patch at position t reruns only positions t.. after the corrupted
     run's cached keys and values (causal models; the same numbers, about half the work).
+    ``skip_unchanged``: a cell whose clean activation equals the corrupted one exactly (in a causal
+    model every position before the first change) gets the corrupted metric without a run.
     """
     comps, clean, corrupted, noise_t, cache, clean_logits = _setup(
         view, clean_ids, corrupted_ids, noise, components, metric, target, foil)
     cols = check_positions(positions, clean.shape[1])
     with torch.no_grad():
-        with _corrupting(view, noise_t):
+        with _corrupting(view, noise_t), view.capture(list(cache)) as corrupt_cache:
             base = _last_logits(view, corrupted.to(view.device))
     clean_m = float(metric_values(clean_logits, metric, target, foil)[0])
     corrupt_m = float(metric_values(base, metric, target, foil)[0])
     prefix = _prefix_cache(view, corrupted, noise_t) if suffix_runs else None
     out = {}
     L = view.cfg.n_layers
+
+    def unchanged(comp: str, layer: int, col: int) -> bool:
+        """Restoring a value the corrupted run already has is that run: no patched run needed."""
+        n = hook_name(layer, _POINT[comp])
+        a, b = cache[n][0], corrupt_cache[n][0]
+        return torch.equal(a[:, col], b[:, col]) if comp == "heads" else torch.equal(a[col], b[col])
+
     for comp in comps:
         columns = list(range(view.cfg.n_heads)) if comp == "heads" else cols
-        grid = torch.empty(L, len(columns), dtype=torch.float64)
+        grid = torch.full((L, len(columns)), corrupt_m, dtype=torch.float64)
         # a patch at position t leaves positions < t as they were: run t.. after the cached prefix
         groups = [(0, _cells(view, comp, columns))] if comp == "heads" or prefix is None else \
             [(t, [(comp, l, t) for l in range(L)]) for t in cols]
+        n_runs = 0
         for start, cells in groups:
+            cells = [c for c in cells if not (skip_unchanged and unchanged(*c))]
+            n_runs += len(cells)
             for lo in range(0, len(cells), batch_size):
                 chunk = cells[lo:lo + batch_size]
                 logits = run_patched(view, corrupted, cache, chunk, noise_t, prefix if start else None, start)
                 for (_, layer, col), value in zip(chunk, metric_values(logits, metric, target, foil).tolist()):
                     grid[layer, columns.index(col)] = value
-        out[comp] = PatchGrid(comp, grid, clean_m, corrupt_m, metric, "activation", tokens, columns)
+        out[comp] = PatchGrid(comp, grid, clean_m, corrupt_m, metric, "activation", tokens, columns, n_runs)
     return out
 
 
