@@ -24,6 +24,8 @@ def test_paper_measure_is_exact_at_full_k(view):
     assert keep_k_similarity(X, view.W_U, [V], reading="pinv", pairing="both")[0] < 0.999
     assert keep_k_similarity(X, view.W_U, [V], reading="transpose")[0] < 0.999
     sims = keep_k_similarity(X, view.W_U, [2, 10, 40, V], reading="pinv")
+    E_pinv = torch.linalg.pinv(view.W_U.detach().double())
+    assert keep_k_similarity(X, view.W_U, [2, 10, 40, V], reading="pinv", E_pinv=E_pinv) == pytest.approx(sims)
     assert all(-1 <= s <= 1 for s in sims) and sims[0] < sims[-1]
 
 

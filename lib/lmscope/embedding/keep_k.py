@@ -47,10 +47,12 @@ def _cosine(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
-def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose", pairing: str = "paper") -> list[float]:
+def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose", pairing: str = "paper",
+                      E_pinv: Tensor | None = None) -> list[float]:
     """Cosine between ``X X^T`` and the Gram matrix of keep-k readings of ``X`` (n, d), one per k.
 
-    ``E`` is the unembedding (d, V). See the module docstring for ``reading`` and ``pairing``.
+    ``E`` is the unembedding (d, V); ``E_pinv`` (V, d) its pseudo-inverse if already computed.
+    See the module docstring for ``reading`` and ``pairing``.
     """
     if reading not in READINGS:
         raise ValueError(f"Unknown reading '{reading}': use 'transpose' or 'pinv'.")
@@ -61,7 +63,8 @@ def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose", pair
     if reading == "transpose":
         left = right = P_E
     else:
-        P_inv = (X @ torch.linalg.pinv(E).T).float()  # (n, V)
+        E_pinv = torch.linalg.pinv(E) if E_pinv is None else E_pinv.detach().double().cpu()
+        P_inv = (X @ E_pinv.T).float()  # (n, V)
         left, right = (P_E, P_inv) if pairing == "paper" else (P_inv, P_inv)
     G = X @ X.T
     out = []
