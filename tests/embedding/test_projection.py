@@ -47,7 +47,7 @@ def test_group_vectors_shapes(family):
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "olmo2"])
 def test_ff_values_are_read_as_the_model_applies_them(family):
-    """A post-norm family's value is read as v_i * gain of its post-FF norm (Gemma: 1 + weight)."""
+    """A post-norm family's value is read as v_i * gain of its post-FF norm (Gemma: 1 + weight); W_O rows likewise."""
     model = make_tiny_model(family)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -61,6 +61,12 @@ def test_ff_values_are_read_as_the_model_applies_them(family):
     else:
         gain = lv.post_ff_norm.weight + (1.0 if family == "gemma2" else 0.0)
         torch.testing.assert_close(read, lv.ff_values * gain, rtol=0, atol=0)
+    heads = group_vectors(view, 1, "W_O").reshape(view.cfg.n_heads, view.cfg.d_head, view.cfg.d_model)
+    if lv.post_attn_norm is None:
+        assert torch.equal(heads, lv.W_O)
+    else:
+        gain = lv.post_attn_norm.weight + (1.0 if family == "gemma2" else 0.0)
+        torch.testing.assert_close(heads, lv.W_O * gain, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("circuit", ["qk", "vo"])

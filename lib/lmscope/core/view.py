@@ -162,6 +162,15 @@ class LayerView:
         norm = self.post_ff_norm
         return self.ff_values if norm is None else self.ff_values * self._gain(norm).to(self.ff_values.dtype)
 
+    @property
+    def W_O_applied(self) -> Tensor:
+        """What each head's output rows write into the residual, up to the token's ``1 / rms``: (n_heads, d_head, d_model).
+
+        ``W_O * gain`` of the post-attention norm (``1 + weight`` for Gemma), or ``W_O`` without one.
+        """
+        norm = self.post_attn_norm
+        return self.W_O if norm is None else self.W_O * self._gain(norm).to(self.W_O.dtype)
+
     def residual_parts(self, sub: str, parts: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
         """Each part's contribution to the residual stream, and the constant rest.
 

@@ -74,7 +74,7 @@ def group_vectors(view: ModelView, layer: int, group: str) -> Tensor:
 
     ``ff_keys``/``ff_gate_keys``/``ff_values``: (d_ff, d_model); ``ff_values`` are read as the model
     applies them (``LayerView.ff_values_applied``: ``v_i`` times the post-FF norm's gain in Gemma 2/3
-    and OLMo 2, ``v_i`` itself elsewhere). ``W_Q``: the columns of
+    and OLMo 2, ``v_i`` itself elsewhere; ``W_O`` likewise through ``W_O_applied``). ``W_Q``: the columns of
     every query head, (n_heads*d_head, d_model), row ``h*d_head + c`` is column ``c`` of
     head ``h`` (a "subhead"); ``W_K``/``W_V``: the same for the distinct key/value heads
     (n_kv_heads*d_head rows); ``W_O``: the rows of every head, (n_heads*d_head, d_model).
@@ -91,8 +91,8 @@ def group_vectors(view: ModelView, layer: int, group: str) -> Tensor:
         if lv.ff_gate_keys is None:
             raise ValueError(f"This {cfg.family} model has no gated MLP, so no 'ff_gate_keys'.")
         return lv.ff_gate_keys
-    if group == "W_O":
-        return lv.W_O.reshape(cfg.n_heads * cfg.d_head, cfg.d_model)
+    if group == "W_O":  # as applied, like ff_values: times the post-attention norm's gain where there is one
+        return lv.W_O_applied.reshape(cfg.n_heads * cfg.d_head, cfg.d_model)
     w = getattr(lv, group)  # (n_heads, d_model, d_head), kv heads repeated for GQA
     if group in ("W_K", "W_V"):
         w = w[:: cfg.n_heads // cfg.n_kv_heads]  # (n_kv_heads, d_model, d_head)
