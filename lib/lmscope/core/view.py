@@ -21,7 +21,7 @@ one number, ``rms(raw)``, so the norm is linear there (:meth:`ModelView.frozen_n
 contribution is ``part * gain / rms(raw)`` (``gain = weight``, or ``1 + weight`` for Gemma); these sum
 exactly to the block's contribution (:meth:`LayerView.residual_parts`). The read-out in embedding space
 of what an FF value writes is therefore ``ff_values_applied = v_i * gain`` (up to the token's positive
-``1 / rms``). An intervention on a coefficient changes ``rms(raw)``: the predicted effect runs the
+``1 / rms``), and of a head's output rows ``W_O_applied``. An intervention on a coefficient changes ``rms(raw)``: the predicted effect runs the
 post-norm again on the new raw sum, it does not reuse the frozen map. Pre-norm families:
 ``resid_mid = resid_pre + attn_resid``, ``resid_post = resid_mid + mlp_resid`` (parallel residual:
 ``resid_post = resid_pre + attn_resid + mlp_resid``); BERT normalises after each add instead.
