@@ -301,14 +301,9 @@ class LMDebugger:
 
     @torch.no_grad()
     def value_contributions(self, prompt, token: int, position: int = -1, top: int = 10) -> list[SubUpdate]:
-        """The sub-updates that push ``token``'s logit most, by their exact direct effect on it.
-
-        Causal LMs: ``m_i v_i`` read through the final norm frozen at this position's scale (and the
-        post-sub-block norm where the family has one), so the contributions of every part sum to the
-        logit (:func:`lmscope.debugger.dla.direct_logit_attribution`). Masked LMs (BERT), whose
-        head is not linear: ``m_i * (v_i @ W_U[:, token])``. ``SubUpdate.score`` holds the
-        contribution (signed), ``coeff`` the coefficient.
-        """
+        """The sub-updates that push ``token``'s logit most: ``SubUpdate.score`` is the signed exact direct
+        effect (causal LMs: :func:`lmscope.debugger.dla.direct_logit_attribution`, norms frozen at this
+        position; masked LMs, whose head is not linear: ``m_i * (v_i @ W_U[:, token])``)."""
         ids = self.encode(prompt)
         pos = self._check_position(ids, position)
         L, d_ff = self.view.cfg.n_layers, self.view.cfg.d_ff
