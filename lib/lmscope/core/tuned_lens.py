@@ -6,15 +6,17 @@ worse than uniform. The tuned lens adds one *translator* per read point,
 
     tuned_l(h) = unembed(h + A_l h + b_l)        A_l (d_model, d_model), b_l (d_model,),
 
-started at ``A_l = 0, b_l = 0`` (the logit lens exactly) and trained to minimise
-``KL(final || tuned_l)``: the model's own next-token distribution at the same position is the
-target. Training follows the authors' code (AlignmentResearch/tuned-lens ``train_loop``): SGD with
-Nesterov momentum 0.9, learning rate ``(1 - momentum) * lr`` with ``lr = 1``, weight decay 1e-3
-(which pulls ``A_l`` toward 0, i.e. toward the identity map), linear decay to zero, gradient
-norm clipped to 1. Their default budget is 250 steps of 2**18 tokens on a GPU; ours is a few hundred
-steps of a few hundred tokens on a laptop CPU (:class:`TunedLensConfig`), stated wherever it is used.
+trained to minimise ``KL(final || tuned_l)``: the model's own next-token distribution at the same
+position is the target. ``A_l = 0, b_l = 0`` is the logit lens exactly. The KL steps follow the
+authors' code (AlignmentResearch/tuned-lens ``train_loop``): SGD with Nesterov momentum 0.9, learning
+rate ``(1 - momentum) * lr`` with ``lr = 1``, weight decay 1e-3 (which pulls ``A_l`` toward 0, the
+identity map), linear decay to zero, gradient norm clipped to 1. They start at the identity and take
+250 steps of 2**18 tokens on GPUs. On a CPU one such step is out of reach (each read point costs a
+d_model x d_vocab product forward and backward per token), so by default each translator starts at
+the ridge least-squares map from its read point to the last layer's residual (closed form, forward
+passes only) and a few KL steps refine it (:class:`TunedLensConfig`; ``init="identity"`` is theirs).
 
-Read points: ``resid_post`` of every layer. Translator ``i`` reads ``resid_pre`` of layer ``i``
+Read points: the embeddings and every layer's ``resid_post``. Translator ``i`` reads ``resid_pre`` of layer ``i``
 (``i = 0``: the embeddings; ``resid_pre[i] = resid_post[i - 1]``); the last layer's ``resid_post``
 is the model's output, so its translator stays the identity and is never trained (as in the
 authors' code). ``resid_mid`` has no translator of its own: it is read with the translator of
@@ -24,7 +26,8 @@ authors' code). ``resid_mid`` has no translator of its own: it is read with the 
 >>> logits = lens(resid, layer=3)                      # (..., d_vocab), differentiable in resid
 
 Both lenses share one interface (:class:`LogitLens` is the identity case): ``lens(resid, layer)``
-reads ``resid_post`` of ``layer``; ``lens.read(resid, layer, point)`` reads any residual point; :mod:`lmscope.core.lens_stats` scores them.
+reads ``resid_post`` of ``layer``; ``lens.read(resid, layer, point)`` reads any residual point;
+:mod:`lmscope.core.lens_stats` scores them.
 A trained lens is frozen (``requires_grad=False``): used as a read-out inside finetuning it passes
 gradients to ``resid`` (and to the model) but is itself never trained by anyone else.
 Trained lenses are cached as safetensors under
