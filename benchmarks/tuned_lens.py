@@ -27,6 +27,7 @@ from lmscope.data.shakespeare import token_blocks
 RESULTS = Path(__file__).parent / "results"
 RECIPES = {
     "default": {},
+    "lstsq-32+kl-4": {"fit_sequences": 32, "steps": 4},
     "lstsq-32": {"fit_sequences": 32, "steps": 0},
     "lstsq-64": {"fit_sequences": 64, "steps": 0},
     "lstsq-32+kl-16": {"fit_sequences": 32, "steps": 16},
