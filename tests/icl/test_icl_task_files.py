@@ -52,3 +52,20 @@ def test_records_label_mappings_and_open_tasks():
     assert task_from_records("s", records[:4], ("premise",), label_words=("a", "b", "c"), n_test=100).n_test == 1
     with pytest.raises(ValueError, match="no records"):
         task_from_records("e", [])
+
+
+def test_a_local_file_in_sst2_format_gives_the_papers_prompt(tmp_path):
+    from icl_helpers import CharTokenizer
+
+    from lmscope.icl.prompts import PromptBuilder
+
+    _, _, _, fields, label_field, words, prefix, out_prefix = HF_TASKS["sst2"]
+    rows = [{"sentence": f"a film number {i} .", "label": i % 2, "idx": i} for i in range(40)]
+    path = tmp_path / "sst2.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    task = load_task_file(path, fields, label_field, words, prefix, out_prefix, n_test=10)
+    assert task.label_words == ("Negative", "Positive") and task.separator == "\n"
+    tok = CharTokenizer()
+    ex, demo = task.test_set[0], task.demonstrations(1, 0)[0]
+    text = f"Sentence: {demo.input} Label: {demo.label}\nSentence: {ex.input} Label:"
+    assert PromptBuilder(task, tok).prompt(ex, [demo]).ids == [1] + tok(text).input_ids

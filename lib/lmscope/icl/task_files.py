@@ -18,17 +18,20 @@ from pathlib import Path
 from lmscope.icl.tasks import Example, Task
 
 # name -> (dataset path, config, split, input fields, label field, label words by class id,
-#          input prefix, output prefix)
+#          input prefix, output prefix): the one-line templates and label words of the paper's code
+#          (GiilDe/ft-vs-icl fewshot_task.py, template 0); CB's two fields are joined by a newline, not
+#          by its template's "Question: ... True, False, or Neither?" wording
 HF_TASKS: dict[str, tuple] = {
-    "sst2": ("glue", "sst2", "train", ("sentence",), "label", ("negative", "positive"), "Review:", "\nSentiment:"),
-    "sst5": ("SetFit/sst5", None, "train", ("text",), "label", ("terrible", "bad", "okay", "good", "great"),
-             "Review:", "\nSentiment:"),
-    "mr": ("rotten_tomatoes", None, "train", ("text",), "label", ("negative", "positive"), "Review:", "\nSentiment:"),
-    "subj": ("SetFit/subj", None, "train", ("text",), "label", ("objective", "subjective"), "Input:", "\nType:"),
-    "agnews": ("ag_news", None, "train", ("text",), "label", ("world", "sports", "business", "technology"),
-               "Article:", "\nTopic:"),
-    "cb": ("super_glue", "cb", "train", ("premise", "hypothesis"), "label", ("true", "false", "neither"),
-           "Premise:", "\nAnswer:"),
+    "sst2": ("glue", "sst2", "train", ("sentence",), "label", ("Negative", "Positive"), "Sentence:", " Label:"),
+    "sst5": ("SetFit/sst5", None, "train", ("text",), "label", ("terrible", "bad", "neutral", "good", "great"),
+             "Sentence:", " Label:"),
+    "mr": ("rotten_tomatoes", None, "train", ("text",), "label", ("Negative", "Positive"), "Review:", " Sentiment:"),
+    "subj": ("SetFit/subj", None, "train", ("text",), "label", ("objective", "subjective"), "Input:", " Type:"),
+    "agnews": ("ag_news", None, "train", ("text",), "label", ("World", "Sports", "Business", "Technology"),
+               "Classify the news articles into the categories of World, Sports, Business, and Technology. Article:",
+               " Answer:"),
+    "cb": ("super_glue", "cb", "train", ("premise", "hypothesis"), "label", ("True", "False", "Neither"),
+           "Premise:", " Answer:"),
 }
 
 
@@ -76,7 +79,7 @@ def task_from_records(
         words = tuple(distinct) if len(distinct) <= 10 else None
     words = None if words is None else tuple(dict.fromkeys(str(w) for w in words))
     return Task(name, tuple(examples), input_prefix, output_prefix, label_words=words,
-                n_test=min(n_test, len(examples) - 1))
+                n_test=min(n_test, len(examples) - 1), separator="\n")
 
 
 def load_hf_task(name: str, n_test: int = 100, max_examples: int = 2000) -> Task:
