@@ -48,7 +48,7 @@ Tensor = torch.Tensor
 INDEX_GROUPS = ("ff_values", "ff_keys", "ff_gate_keys")
 FORMAT_VERSION = "2"  # 2: the group is stored under "group" with the projection's names
 #: the default score buffer's size: 512 units for vocabularies up to 131,072 tokens, 256 for Gemma's 262,144
-SCORE_BUFFER_BYTES = 2**29
+SCORE_BUFFER_BYTES = 2**28
 
 
 def default_chunk_size(d_vocab: int) -> int:
