@@ -91,7 +91,7 @@ def plot_positions(rows: list[dict]):
                 continue
             label = "dense" if r["mode"] == "dense" else f"{r['mode']} k={r['k']}"
             bins = [b for b in r["bins"] if b["start"] > 0]
-            a.plot([b["start"] for b in bins], [b["nll"] for b in bins], "o-", ms=3, label=label,
+            a.plot([b["start"] for b in bins], [b["nll"] for b in bins], marker="o", ms=3, label=label,
                    color="black" if r["mode"] == "dense" else None, ls="--" if "first" in r["mode"] else "-")
         a.set_xscale("log", base=2)
         a.set_xlabel("query position (bin start)")
@@ -103,13 +103,16 @@ def plot_positions(rows: list[dict]):
 
 
 def plot_dropped_mass(rows: list[dict]):
-    """Per layer, the dense attention mass outside the top k keys, one line per (length, k). Returns the figure."""
+    """Per layer, the dense attention mass outside the top k keys, one line per (length, k). Returns the
+    figure, or None when ``rows`` hold no dropped-mass rows."""
     import matplotlib.pyplot as plt
 
+    masses = [r for r in rows if r["mode"] == "dropped mass"]
+    if not masses:
+        return None
     fig, a = plt.subplots(figsize=(6.5, 3.4))
-    for r in rows:
-        if r["mode"] == "dropped mass":
-            a.plot(range(len(r["per_layer"])), r["per_layer"], "o-", ms=3, label=f"length {r['length']}, k={r['k']}")
+    for r in masses:
+        a.plot(range(len(r["per_layer"])), r["per_layer"], marker="o", ms=3, label=f"length {r['length']}, k={r['k']}")
     a.set_xlabel("layer")
     a.set_ylabel("softmax mass dropped")
     a.set_title("dense attention mass outside each query's top k keys")
