@@ -113,3 +113,16 @@ def test_smollm_paris_parts_sum_in_float32(smollm):
     want = logits[:, paris] - logits[:, london]
     torch.testing.assert_close(attr.total(), want, rtol=0, atol=2e-3)
     assert float(want[-1]) > 0  # Paris beats London at the last position
+
+
+@pytest.mark.slow
+def test_gemma3_parts_sum_through_the_post_norms(gemma):
+    model, tok = gemma
+    view = ModelView(model)
+    assert view.family.post_attn_norm is not None and view.family.post_ff_norm is not None
+    ids = tok("The capital of France is", return_tensors="pt").input_ids[0]
+    attr = direct_logit_attribution(view, ids)
+    with torch.no_grad():
+        logits = model(input_ids=ids[None]).logits[0]
+    want = logits[torch.arange(len(ids)), attr.targets]
+    torch.testing.assert_close(attr.total(), want, rtol=0, atol=2e-3)
