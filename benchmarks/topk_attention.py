@@ -3,6 +3,10 @@
     python benchmarks/topk_attention.py                                  # CPU, 1K..16K
     python benchmarks/topk_attention.py --device cuda --out $OUT/topk_gpu.json
 
+The accuracy side (loss over sequence length x k on the embedded model, keep-first check, dense mass
+dropped) is ``python -m lmscope.topk.lengths`` (writes ``benchmarks/results/topk_length_sweep_<model>.json``,
+which chapter 03 reads; ``--append`` adds lengths to it).
+
 Needs only torch: when ``import lmscope`` fails (no transformers), the
 torch-only modules are loaded without the package ``__init__``.
 """

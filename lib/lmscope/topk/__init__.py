@@ -8,6 +8,9 @@ module             what it holds
 ``cpu_kernels``    its numba CPU kernels (selection, softmax and values in one pass; the backward)
 ``dropin``         a Hugging Face model with top-k attention or top-k FF inside a ``with`` block
 ``perplexity``     the dense / top-k attention / top-k FF switch (``use_topk``), perplexity sweeps
+``lengths``        loss over sequence length x k: by position, dropped mass, keep-first (saved JSON)
+``ff_sparsity``    how sparse FF coefficients are and what top-k FF loses (share kept, output error)
+``report``         the chapter's tables, figures and headline numbers; the paper's T5 FF results
 ``fewshot``        few-shot prompts (capitals, antonyms, recall) and their accuracy sweep over k
 ``patterns``       ``keep_topk_scores`` and one head's pattern, dense vs top-k (``head_patterns``)
 ``widgets``        the pattern explorer (``topk_widget``)
