@@ -32,6 +32,31 @@ def test_token_text_is_one_rule_everywhere():
     assert token_texts(None, [7, 8]) == ["<7>", "<8>"] == vocab_texts(None, 9)[7:]
 
 
+class ByteTok(Tok):
+    """Token 0 is a whole character; 1 and 2 are the two halves of 'é' (byte-level and SentencePiece forms)."""
+
+    PIECES = ["é", "\ufffd", "\ufffd"]
+    RAW = ["é", "Ã", "<0xA9>"]  # GPT-2's stand-in for byte 0xC3; a SentencePiece byte token
+
+    def convert_ids_to_tokens(self, i):
+        return self.RAW[i]
+
+
+def test_partial_character_tokens_show_their_bytes():
+    tok = ByteTok()
+    assert token_texts(tok, [0, 1, 2]) == ["é", "\\xc3", "\\xa9"]
+    assert vocab_texts(tok, 3) == token_texts(tok, [0, 1, 2])
+
+
+@pytest.mark.slow
+def test_real_tokenizer_pieces_are_readable(smollm):
+    _, tok = smollm
+    ids = tok("日本").input_ids
+    texts = token_texts(tok, ids)
+    assert "\ufffd" not in "".join(texts) and "\\x" in "".join(texts)
+    assert sum("\ufffd" in t for t in vocab_texts(tok, len(tok))) <= 1  # a literal U+FFFD token may remain
+
+
 def test_profile_settings_take_overrides_and_name_mistakes():
     table = {"quick": {"n": 2, "k": [1]}, "full": {"n": 20, "k": [1, 2]}}
     assert profiles.settings(table, "full", n=None) == {"n": 20, "k": [1, 2]}
