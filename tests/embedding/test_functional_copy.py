@@ -106,3 +106,24 @@ def test_copy_of_the_embedded_model_computes_the_same_logits(smollm):
         diff = (model(ids).logits - copy(ids).logits).abs().max().item()
     assert diff < 1e-3  # float32 rounding only (7.2e-5 on one thread)
     assert ModelView(copy).name == "smollm2-135m-rotated-0"
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gemma3_text", "olmo2", "qwen3", "smollm3"])
+def test_permute_only_copy_computes_the_same_logits_without_folding_norms(family):
+    """Without a rotation nothing is folded, so families with post-norms and 1 + weight gains work too."""
+    model = _with_gains(make_tiny_model(family))
+    view = ModelView(model)
+    copy, truth = functional_copy(view, seed=2, rotate=False)
+    ids = torch.randint(3, 97, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(copy(input_ids=ids).logits, model(input_ids=ids).logits, rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(truth.ff_perm[0], np.arange(view.cfg.d_ff))
+    torch.testing.assert_close(ModelView(copy).layers[1].ff_values, view.layers[1].ff_values[truth.ff_perm[1]])
+    assert ModelView(copy).name == f"{view.name}-permuted-2"
+
+
+def test_permute_only_copy_refuses_fused_projections_and_rotation_refusal_points_to_it():
+    with pytest.raises(ValueError, match="'phi3' family fuses"):
+        functional_copy(ModelView(make_tiny_model("phi3")), rotate=False)
+    with pytest.raises(ValueError, match="rotate=False"):
+        functional_copy(ModelView(make_tiny_model("gemma3_text")))

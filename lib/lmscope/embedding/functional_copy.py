@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmscope.core.families import Family, linear_weight
+from lmscope.core.families import Family, SeparateQKV, linear_weight
 from lmscope.core.view import ModelView
 
 Tensor = torch.Tensor
@@ -50,10 +50,20 @@ def check_rotatable(family: Family) -> None:
         why = "it normalises with LayerNorm, whose centering does not commute with a rotation"
     elif family.post_norm:
         why = "it normalises after each residual add, so a rotation cannot be folded into the next weights"
+    elif family.post_attn_norm or family.post_ff_norm or family.norm_gain_offset or family.embed_scale:
+        why = ("its norms after the sub-blocks, (1 + weight) gains or scaled embedding do not commute with a "
+               "rotation; functional_copy(view, rotate=False) permutes heads and FF units only")
     else:
         why = "its q/k/v projections are fused, so heads cannot be permuted row block by row block"
     raise ValueError(f"functional_copy needs an RMSNorm pre-norm family with separate q/k/v projections; "
                      f"the '{family.name}' family is not one: {why}.")
+
+
+def check_permutable(family: Family) -> None:
+    """ValueError unless heads and FF units can be permuted row block by row block (separate projections)."""
+    if not isinstance(family.qkv, SeparateQKV) or family.gate_up_fused:
+        raise ValueError(f"functional_copy(rotate=False) needs separate q/k/v and gate/up projections; the "
+                         f"'{family.name}' family fuses them, so its heads or units cannot be permuted block by block.")
 
 
 def _set(linear: nn.Module, weight: Tensor, bias: Tensor | None = None) -> None:
@@ -89,7 +99,7 @@ def functional_copy(view: ModelView, *, seed: int = 0, rotate: bool = True,
         raise TypeError(f"functional_copy takes a ModelView, got {type(view).__name__}: "
                         "use functional_copy(ModelView(model)).")
     family, cfg = view.family, view.cfg
-    check_rotatable(family)
+    check_rotatable(family) if rotate else check_permutable(family)
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     new = copy.deepcopy(view.model)
@@ -105,7 +115,8 @@ def functional_copy(view: ModelView, *, seed: int = 0, rotate: bool = True,
         return np.arange(n)
 
     embed = new.get_submodule(family.embed)
-    embed.weight = nn.Parameter(embed.weight.detach() @ Rd)
+    if rotate:
+        embed.weight = nn.Parameter(embed.weight.detach() @ Rd)
     head_perms, kv_perms, ff_perms = [], [], []
     for block in new.get_submodule(family.layers):
         part = block.get_submodule
@@ -114,8 +125,9 @@ def functional_copy(view: ModelView, *, seed: int = 0, rotate: bool = True,
         head_perm = np.array([kv_perm[gi] * rep + within[gi][r] for gi in range(Hkv) for r in range(rep)])
         ff_perm = rng.permutation(cfg.d_ff) if permute else same_order(cfg.d_ff)
         # attention: fold the norm gain into q/k/v, rotate their input, permute head blocks; rotate W_O's output
-        attn_norm = part(family.attn_norm)
-        g1 = attn_norm.weight.detach().clone()
+        # (without a rotation nothing is folded: the norms stay as they are, only blocks move)
+        attn_norm = part(family.attn_norm) if rotate else None
+        g1 = attn_norm.weight.detach().clone() if rotate else 1.0
         for path, perm in ((family.qkv.q, head_perm), (family.qkv.k, kv_perm), (family.qkv.v, kv_perm)):
             proj = part(path)
             w = _permute_blocks(linear_weight(proj).detach() * g1, perm, dh) @ Rd  # W diag(g) R, heads permuted
@@ -126,10 +138,15 @@ def functional_copy(view: ModelView, *, seed: int = 0, rotate: bool = True,
         wo = _permute_blocks(wo.T, head_perm, dh).T  # permute input columns by head
         b_out = _bias(out_proj)
         _set(out_proj, Rd.T @ wo, b_out @ Rd if b_out is not None else None)
-        attn_norm.weight.fill_(1.0)
+        for path, perm in zip(family.qk_norms or (), (head_perm, kv_perm)):
+            norm = part(path)  # a QK-norm over all heads (OLMo 2) moves with them; a per-head one stays
+            if norm.weight.numel() == len(perm) * dh:
+                norm.weight.copy_(_permute_blocks(norm.weight.detach(), perm, dh))
+        if rotate:
+            attn_norm.weight.fill_(1.0)
         # FF: fold the norm gain into gate/up, rotate their input, permute units; rotate the output
-        ff_norm = part(family.ff_norm)
-        g2 = ff_norm.weight.detach().clone()
+        ff_norm = part(family.ff_norm) if rotate else None
+        g2 = ff_norm.weight.detach().clone() if rotate else 1.0
         units = torch.as_tensor(ff_perm)
         for path in (family.ff_gate, family.ff_in):
             if path is None:  # not a gated MLP
@@ -140,12 +157,14 @@ def functional_copy(view: ModelView, *, seed: int = 0, rotate: bool = True,
         ff_out = part(family.ff_out)
         b_ff = _bias(ff_out)
         _set(ff_out, Rd.T @ linear_weight(ff_out).detach()[:, units], b_ff @ Rd if b_ff is not None else None)
-        ff_norm.weight.fill_(1.0)
+        if rotate:
+            ff_norm.weight.fill_(1.0)
         head_perms.append(head_perm), kv_perms.append(kv_perm), ff_perms.append(ff_perm)
-    final_norm, unembed = new.get_submodule(family.final_norm), new.get_submodule(family.unembed)
-    gf = final_norm.weight.detach().clone()
-    unembed.weight = nn.Parameter((unembed.weight.detach() * gf) @ Rd)  # a new tensor: unties
-    new.config.tie_word_embeddings = False
-    final_norm.weight.fill_(1.0)
-    new.config.name_or_path = f"{view.name}-rotated-{seed}"
+    if rotate:
+        final_norm, unembed = new.get_submodule(family.final_norm), new.get_submodule(family.unembed)
+        gf = final_norm.weight.detach().clone()
+        unembed.weight = nn.Parameter((unembed.weight.detach() * gf) @ Rd)  # a new tensor: unties
+        new.config.tie_word_embeddings = False
+        final_norm.weight.fill_(1.0)
+    new.config.name_or_path = f"{view.name}-{'rotated' if rotate else 'permuted'}-{seed}"
     return new.eval(), CopyTruth(R, head_perms, kv_perms, ff_perms)
