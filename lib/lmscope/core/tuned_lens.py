@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -52,7 +50,7 @@ from torch import nn
 
 from lmscope.core.hooks import hook_name
 from lmscope.core.lens_stats import check_tokens, kl_to_final
-from lmscope.core.models import cache_dir
+from lmscope.core.models import cache_dir, save_safetensors
 
 Tensor = torch.Tensor
 FORMAT_VERSION = "1"
@@ -286,15 +284,7 @@ class TunedLens(nn.Module):
                 "fingerprint": model_fingerprint(self.view), "config": json.dumps(asdict(self.config)),
                 "log": json.dumps(asdict(self.log))}
         tensors = {"weight": self.weight.detach().cpu().contiguous(), "bias": self.bias.detach().cpu().contiguous()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
-            safetensors.torch.save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_safetensors(path, tensors, meta)
 
     @classmethod
     def load(cls, view, path: str | Path) -> "TunedLens":

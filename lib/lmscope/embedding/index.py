@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,7 +35,7 @@ from typing import Callable
 import safetensors.torch
 import torch
 
-from lmscope.core.models import cache_dir
+from lmscope.core.models import cache_dir, save_safetensors
 from lmscope.core.view import ModelView
 from lmscope.embedding.projection import group_vectors
 from lmscope.embedding.top_k import check_k
@@ -278,15 +276,7 @@ class ProjectionIndex:
             "fingerprint": self.fingerprint,
         }
         tensors = {"ids": self.ids.to(torch.int32).contiguous(), "scores": self.scores.float().contiguous()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
-            safetensors.torch.save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_safetensors(path, tensors, meta)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ProjectionIndex":
