@@ -43,8 +43,12 @@ def test_trace_ranks_sub_updates_by_score(tiny):
         head_norm = cache[hook_name(l, "attn_heads")][0, 3].norm(dim=-1)
         assert [h.head for h in lt.heads] == head_norm.topk(2).indices.tolist()
         assert len(lt.before_attn) == len(lt.after_ff) == 4
-    # after the last FF block the lens is the model's own prediction
-    assert trace.layers[-1].after_ff[0][0] == trace.prediction[0][0]
+    # the trace's prediction is the model's own (its logits at that position, not the last one's)
+    logits = model(input_ids=ids.reshape(1, -1)).logits[0, 3]
+    top = logits.softmax(-1).topk(4)
+    assert [t for t, _ in trace.prediction] == [f"<{i}>" for i in top.indices.tolist()]
+    assert [p for _, p in trace.prediction] == pytest.approx(top.values.tolist(), rel=1e-6)
+    assert trace.layers[-1].after_ff == trace.prediction
 
 
 def test_trace_lens_matches_brute_force(tiny):

@@ -36,6 +36,7 @@ Hook points (:mod:`lmscope.core.hooks`) are named ``hook_name(layer, point)``, e
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import torch
@@ -306,6 +307,13 @@ class ModelView:
         return self.hooks.names(layer)
 
     @torch.no_grad()
+    def last_logits_only(self) -> dict:
+        """Forward kwargs that compute the logits of the last position only (``logits_to_keep=1``) when
+        the model's forward takes them, else ``{}``: for callers that unembed the residual themselves.
+        On a 262k vocabulary the output layer over every position costs more than the layers."""
+        forward = inspect.signature(self.model.forward).parameters
+        return {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
+
     def run_with_cache(self, input_ids: Tensor, names=None, **kwargs) -> tuple[Tensor, dict]:
         """Forward pass returning (logits (batch, pos, d_vocab), {hook name: tensor})."""
         names = self.hook_names() if names is None else names

@@ -247,8 +247,8 @@ class LMDebugger:
         pos = self._check_position(ids, position)
         L = cfg.n_layers
         names = hook_names(("resid_pre", "resid_mid", "resid_post", "ff_coeffs", "attn_heads"), range(L))
-        with self.intervene(interventions, ids, pos):
-            logits, cache = view.run_with_cache(ids, names)
+        with self.intervene(interventions, ids, pos):  # the logits are read from the cache below
+            _, cache = view.run_with_cache(ids, names, **view.last_logits_only())
 
         def at(layer, point):
             return cache[hook_name(layer, point)][0, pos]
@@ -258,6 +258,8 @@ class LMDebugger:
                             + [at(l, "resid_post") for l in range(L)])  # (2L+1, d_model)
         where = [(0, "resid_pre")] + [(l, p) for p in ("resid_mid", "resid_post") for l in range(L)]
         read = view.unembed(resid) if lens is None else torch.stack([lens.read(r, *w) for r, w in zip(resid, where)])
+        # the model's prediction: the final norm and unembedding of the last residual (= its logits)
+        final_logits = read[-1] if lens is None else view.unembed(resid[-1])
         lens = read.float().softmax(-1).topk(self.k, dim=-1)
         lens_rows = [list(zip(self.token_texts(i), p)) for i, p in zip(lens.indices.tolist(), lens.values.tolist())]
         pre = [lens_rows[0]] + lens_rows[L + 1 : 2 * L]
@@ -281,7 +283,7 @@ class LMDebugger:
             hs = [HeadUpdate(l, int(h), float(head_norm[l, h]), self.token_texts(head_tok[l, j].tolist()))
                   for j, h in enumerate(top_heads[l].tolist())]
             layers.append(LayerTrace(l, pre[l], mid[l], mid[l], post[l], ups, hs))
-        final = logits[0, pos].float().softmax(-1).topk(self.k)
+        final = final_logits.float().softmax(-1).topk(self.k)
         prediction = list(zip(self.token_texts(final.indices.tolist()), final.values.tolist()))
         return Trace(self.token_texts(ids[0].tolist()), pos, layers, prediction, list(interventions))
 
