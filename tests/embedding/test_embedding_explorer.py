@@ -27,3 +27,13 @@ def test_explorer_panels_and_search_rows(tiny):
     assert html.count("data-search='L0D") == 2 * 3 and html.count("data-search='L2H") == view.cfg.n_heads
     with pytest.raises(IndexError):
         embedding_static_explorer(proj, layers=[view.cfg.n_layers])
+
+
+def test_explorer_from_the_projection_index_is_the_same_page(tiny):
+    from lmscope.embedding.index import ProjectionIndex
+
+    family, model, view = tiny
+    proj = Projector(view)
+    index = ProjectionIndex.compute(view, k=12)
+    fast = embedding_static_explorer(proj, n_values=3, k=4, index=index)
+    assert fast.panels == embedding_static_explorer(proj, n_values=3, k=4).panels

@@ -109,3 +109,30 @@ def test_reading_mask_drops_large_norm_hub_and_non_word_tokens(view):
         dropped.examples(tok, "words")
     with pytest.raises(ValueError, match="tokenizer"):
         reading_mask(Projector(view))
+
+
+def test_readings_from_the_projection_index_equal_the_projections(view):
+    """hub_tokens and coherent_units read a ProjectionIndex instead of projecting again: same result,
+    including the units whose indexed top tokens hold fewer than k allowed ones (projected again)."""
+    from lmscope.embedding.index import ProjectionIndex
+
+    index = ProjectionIndex.compute(view, k=8)
+    mask = torch.rand(view.cfg.d_vocab, generator=torch.Generator().manual_seed(0)) < 0.5
+    proj = Projector(view, mask=mask)
+    for layers, k in (([0, 2], 5), ([1], 8)):
+        assert torch.equal(hub_tokens(proj, layers, k=k, factor=2.0, index=index),
+                           hub_tokens(proj, layers, k=k, factor=2.0))
+    allowed = mask[index.ids[1]].sum(1)  # (n_units,) allowed tokens among each unit's indexed top 8
+    assert (allowed < 4).any() and (allowed >= 4).any(), "both paths are exercised"
+    for layer in range(view.cfg.n_layers):
+        fast = coherent_units(proj, layer, k=4, n=view.cfg.d_ff, index=index, chunk_size=16)
+        slow = coherent_units(proj, layer, k=4, n=view.cfg.d_ff, chunk_size=16)
+        assert [u for u, _ in fast] == [u for u, _ in slow]
+        assert [c for _, c in fast] == pytest.approx([c for _, c in slow], abs=1e-6)
+    # an index that does not hold the reading is not used; one of another model is refused
+    assert coherent_units(proj, 1, k=9, n=3, index=index) == coherent_units(proj, 1, k=9, n=3)
+    keys = ProjectionIndex.compute(view, k=8, group="ff_keys")
+    assert torch.equal(hub_tokens(proj, [0], k=5, index=keys), hub_tokens(proj, [0], k=5))
+    other = ProjectionIndex(ids=index.ids[:1], scores=index.scores[:1])
+    with pytest.raises(ValueError, match="not of this model"):
+        hub_tokens(proj, [0], k=5, index=other)

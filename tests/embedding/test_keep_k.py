@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmscope import ModelView
-from lmscope.embedding.keep_k import gram_spectrum, keep_k, keep_k_similarity, keep_k_vectors
+from lmscope.embedding.keep_k import gram_spectrum, keep_k, keep_k_similarities, keep_k_similarity, keep_k_vectors
 from lmscope.embedding.projection import group_vectors
 
 from conftest import make_tiny_model
@@ -75,3 +75,17 @@ def test_keep_k_rows_and_errors():
         keep_k_similarity(x, torch.randn(3, 5), [1], reading="inverse")
     with pytest.raises(ValueError, match="Unknown pairing"):
         keep_k_similarity(x, torch.randn(3, 5), [1], pairing="left")
+
+
+def test_variants_at_once_equal_one_at_a_time(view):
+    """keep_k_similarities shares the readings between variants: the same numbers as separate calls."""
+    X = group_vectors(view, 1, "ff_values")[:25]
+    ks = [3, 20, view.cfg.d_vocab]
+    E_pinv = torch.linalg.pinv(view.W_U.detach().double())
+    variants = [("transpose", "paper"), ("pinv", "paper"), ("pinv", "both")]
+    together = keep_k_similarities(X, view.W_U, ks, variants, E_pinv)
+    assert list(together) == variants
+    for reading, pairing in variants:
+        assert together[reading, pairing] == keep_k_similarity(X, view.W_U, ks, reading, pairing, E_pinv)
+    with pytest.raises(ValueError, match="Unknown pairing"):
+        keep_k_similarities(X, view.W_U, ks, [("pinv", "left")])

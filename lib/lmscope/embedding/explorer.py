@@ -23,10 +23,13 @@ ALL = "all layers"
 VALUES, HEADS = "FF values (most coherent)", "heads (main W_VO output direction)"
 
 
-def value_rows(proj: Projector, layer: int, n_values: int = 8, k: int = 10) -> list[dict]:
-    """The ``n_values`` most coherent FF values of ``layer``: name, coherence, top / bottom tokens."""
+def value_rows(proj: Projector, layer: int, n_values: int = 8, k: int = 10, index=None) -> list[dict]:
+    """The ``n_values`` most coherent FF values of ``layer``: name, coherence, top / bottom tokens.
+
+    ``index``: the model's ``ProjectionIndex`` (ff_values), which makes ranking a layer's values cheap.
+    """
     rows = []
-    for unit, coherence in coherent_units(proj, layer, "ff_values", k=k, n=n_values):
+    for unit, coherence in coherent_units(proj, layer, "ff_values", k=k, n=n_values, index=index):
         top = proj.read(layer, "ff_values", unit, k)
         bottom = proj.read(layer, "ff_values", unit, max(3, k // 2), negative=True)
         rows.append({"name": f"L{layer}D{unit}", "coherence": coherence, "top": top.tokens, "bottom": bottom.tokens})
@@ -69,15 +72,19 @@ def _heads_table(rows: list[dict]) -> str:
                     search=[" ".join([r["name"]] + r["top"] + r["bottom"]) for r in rows])
 
 
-def embedding_static_explorer(proj: Projector, layers=None, n_values: int = 8, k: int = 10) -> StaticExplorer:
-    """The chapter's static explorer over ``layers`` (default: every layer) of ``proj.view``."""
+def embedding_static_explorer(proj: Projector, layers=None, n_values: int = 8, k: int = 10,
+                              index=None) -> StaticExplorer:
+    """The chapter's static explorer over ``layers`` (default: every layer) of ``proj.view``.
+
+    ``index``: the model's ``ProjectionIndex`` (ff_values); without it each layer projects all its values.
+    """
     view = proj.view
     layers = list(range(view.cfg.n_layers)) if layers is None else [int(l) for l in layers]
     for layer in layers:
         view.layer(layer)  # IndexError naming the valid range
     panels, every_value = {}, []
     for layer in layers:
-        values = value_rows(proj, layer, n_values, k)
+        values = value_rows(proj, layer, n_values, k, index)
         every_value += values
         panels[(str(layer), VALUES)] = _values_table(values)
         panels[(str(layer), HEADS)] = _heads_table(head_rows(proj, layer, k))

@@ -64,22 +64,46 @@ def large_norm_tokens(view: ModelView, quantile: float = 0.95) -> Tensor:
     return norms > torch.quantile(norms, quantile)
 
 
+def index_tops(proj: Projector, index, layer: int, group: str, k: int) -> Tensor | None:
+    """The unmasked top-``k`` ids (n, k) of ``layer``'s ``group`` vectors read from a
+    :class:`lmscope.embedding.index.ProjectionIndex` of the same model, or None when
+    ``index`` is None or does not hold this reading (another group, ``negative``, fewer than
+    ``k`` tokens, or an ``E'`` that is not ``E``). The index scores ``v @ W_U`` in the same
+    chunks as :meth:`Projector.project`, so its top tokens are the projection's.
+    """
+    if index is None or index.group != group or index.negative or index.k < k:
+        return None
+    if GROUPS[group] == "in" and proj.reading != "transpose":
+        return None
+    if index.n_layers != proj.view.cfg.n_layers or index.n_units != proj.view.cfg.d_ff:
+        raise ValueError(f"The index ({index.n_layers} layers x {index.n_units} units) is not of this model "
+                         f"({proj.view.cfg.n_layers} x {proj.view.cfg.d_ff}): build it with "
+                         "ProjectionIndex.build(view).")
+    return index.ids[layer, :, :k]
+
+
 @torch.no_grad()
 def hub_tokens(proj: Projector, layers=None, group: str = "ff_values", k: int = 50,
-               factor: float = 10.0) -> Tensor:
+               factor: float = 10.0, index=None) -> Tensor:
     """Tokens in the top-k of far more vectors than chance: a bool mask (d_vocab,).
 
     Some tokens (often word fragments never predicted, with outsized unembedding norms)
     top the reading of almost any vector and hide what a vector is specific about. A token
     is a hub when it appears in the top-k of ``group`` vectors (over ``layers``, default
     every fifth) more than ``factor`` times as often as a uniform share ``k / d_vocab``.
-    ``proj.mask`` is not used: the count runs over the whole vocabulary.
+    ``proj.mask`` is not used: the count runs over the whole vocabulary. ``index``: a
+    ``ProjectionIndex`` of the model whose top tokens are read instead of projecting again.
     """
     view = proj.view
     layers = range(0, view.cfg.n_layers, 5) if layers is None else layers
     counts = torch.zeros(view.cfg.d_vocab)
     n = 0
     for layer in layers:
+        ids = index_tops(proj, index, layer, group, k)
+        if ids is not None:
+            counts += torch.bincount(ids.flatten().cpu(), minlength=view.cfg.d_vocab)
+            n += ids.shape[0]
+            continue
         vecs = group_vectors(view, layer, group)
         for start in range(0, vecs.shape[0], 512):
             ids = proj.project(vecs[start : start + 512], GROUPS[group]).topk(k, dim=-1).indices
@@ -120,41 +144,65 @@ class ReadingMask:
 
 @torch.no_grad()
 def reading_mask(proj: Projector, k: int = 50, *, quantile: float = 0.95, hub_factor: float = 10.0,
-                 hub_layers=None) -> ReadingMask:
+                 hub_layers=None, index=None) -> ReadingMask:
     """The chapter's token filter: drop large-norm tokens, hub tokens and non-words.
 
     Large-norm tokens: :func:`large_norm_tokens` at ``quantile``; hub tokens:
     :func:`hub_tokens` of the FF values' top-``k`` (``hub_layers``, ``hub_factor``);
     words: alphabetic, non-special tokens of ``proj.tokenizer`` (:func:`token_mask`).
+    ``index``: a ``ProjectionIndex`` of the model, read instead of projecting the FF values again.
     ``Projector(view, tokenizer, mask=reading_mask(proj).keep)`` then reads without them.
     """
     if proj.tokenizer is None:
         raise ValueError("reading_mask needs a Projector with a tokenizer (to tell words from other tokens).")
     view = proj.view
     large = large_norm_tokens(view, quantile)
-    hubs = hub_tokens(proj, hub_layers, k=k, factor=hub_factor) & ~large
+    hubs = hub_tokens(proj, hub_layers, k=k, factor=hub_factor, index=index) & ~large
     words = token_mask(proj.tokenizer, view.cfg.d_vocab, alphabetic=True)
     return ReadingMask(keep=words & ~hubs & ~large, large_norm=large, hubs=hubs, words=words)
 
 
 @torch.no_grad()
 def coherent_units(proj: Projector, layer: int, group: str = "ff_values", k: int = 10, n: int = 5,
-                   chunk_size: int = 512) -> list[tuple[int, float]]:
+                   chunk_size: int = 512, index=None) -> list[tuple[int, float]]:
     """The ``n`` vectors of a group whose top-``k`` tokens are most alike: [(index, coherence)].
 
     Coherence is the mean pairwise cosine similarity of the top tokens' input embeddings
     (``W_E`` rows), a cheap proxy for "the tokens share a meaning". Uses ``proj.mask``.
+    ``index``: a ``ProjectionIndex`` of the model; a unit's masked top-``k`` are then the first
+    ``k`` allowed tokens of its indexed top tokens (projected again only for the units with
+    fewer than ``k`` allowed there), the same tokens as a full reading.
     """
     vecs = group_vectors(proj.view, layer, group)
     W_E = proj.view.W_E.detach().float()
     W_E = W_E / W_E.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    indexed = index_tops(proj, index, layer, group, index.k) if index is not None and index.k >= k else None
     scores = []
     for start in range(0, vecs.shape[0], chunk_size):
-        reading = proj.project(vecs[start : start + chunk_size], GROUPS[group])  # (c, V)
-        _, ids = top_entries(reading, k, proj.mask)  # (c, k)
+        if indexed is not None:
+            ids = _first_allowed(indexed[start : start + chunk_size], k, proj.mask)  # (c, k), -1: too few
+            short = (ids[:, 0] < 0).nonzero().squeeze(1)
+            if len(short):
+                reading = proj.project(vecs[start : start + chunk_size][short], GROUPS[group])
+                ids[short] = top_entries(reading, k, proj.mask)[1]
+        else:
+            reading = proj.project(vecs[start : start + chunk_size], GROUPS[group])  # (c, V)
+            _, ids = top_entries(reading, k, proj.mask)  # (c, k)
         e = W_E[ids]  # (c, k, d)
         sim = e @ e.transpose(1, 2)  # (c, k, k)
         scores.append((sim.sum((1, 2)) - k) / (k * (k - 1)))
     scores = torch.cat(scores)
     top = scores.topk(n)
     return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
+
+
+def _first_allowed(ids: Tensor, k: int, mask: Tensor | None) -> Tensor:
+    """The first ``k`` ids (n, k) of each row of ranked ``ids`` (n, m) that ``mask`` allows; rows with
+    fewer than ``k`` allowed come back as -1."""
+    if mask is None:
+        return ids[:, :k].clone()
+    allowed = mask.to(ids.device)[ids]  # (n, m)
+    order = torch.argsort((~allowed).to(torch.int8), dim=1, stable=True)[:, :k]  # allowed first, in rank order
+    out = ids.gather(1, order)
+    out[allowed.sum(1) < k] = -1
+    return out

@@ -15,6 +15,7 @@ The paper's measure (``pairing="paper"``, the default, as in the official code) 
 ``"pinv"`` that is ``X (E E^T)^{-1} X^T`` at full k, which is not ``X X^T``.
 :func:`gram_spectrum` gives the eigenvalues of ``E E^T`` that decide how far the ``E^T``
 reading is from exact; :func:`keep_k_vectors` draws the paper's vector sets.
+:func:`keep_k_similarities` runs several variants on the same vectors, sharing their readings.
 """
 
 from __future__ import annotations
@@ -54,24 +55,39 @@ def keep_k_similarity(X: Tensor, E: Tensor, ks, reading: str = "transpose", pair
     ``E`` is the unembedding (d, V); ``E_pinv`` (V, d) its pseudo-inverse if already computed.
     See the module docstring for ``reading`` and ``pairing``.
     """
-    if reading not in READINGS:
-        raise ValueError(f"Unknown reading '{reading}': use 'transpose' or 'pinv'.")
-    if pairing not in PAIRINGS:
-        raise ValueError(f"Unknown pairing '{pairing}': use 'paper' (E on one side) or 'both'.")
+    return keep_k_similarities(X, E, ks, [(reading, pairing)], E_pinv)[reading, pairing]
+
+
+@torch.no_grad()
+def keep_k_similarities(X: Tensor, E: Tensor, ks, variants=(("transpose", "paper"), ("pinv", "paper"),
+                        ("pinv", "both")), E_pinv: Tensor | None = None) -> dict[tuple[str, str], list[float]]:
+    """:func:`keep_k_similarity` for several ``(reading, pairing)`` variants of the same ``X`` (n, d):
+    ``{(reading, pairing): [cosine per k]}``, each reading and each keep-k of it computed once."""
+    variants = [tuple(v) for v in variants]
+    for reading, pairing in variants:
+        if reading not in READINGS:
+            raise ValueError(f"Unknown reading '{reading}': use 'transpose' or 'pinv'.")
+        if pairing not in PAIRINGS:
+            raise ValueError(f"Unknown pairing '{pairing}': use 'paper' (E on one side) or 'both'.")
     X, E = X.detach().double().cpu(), E.detach().double().cpu()
     P_E = (X @ E).float()  # (n, V) float32: memory n * V * 4 bytes
-    if reading == "transpose":
-        left = right = P_E
-    else:
+    P_inv = None
+    if any(reading == "pinv" for reading, _ in variants):
         E_pinv = torch.linalg.pinv(E) if E_pinv is None else E_pinv.detach().double().cpu()
         P_inv = (X @ E_pinv.T).float()  # (n, V)
-        left, right = (P_E, P_inv) if pairing == "paper" else (P_inv, P_inv)
+    sides = {("transpose", "paper"): ("E", "E"), ("transpose", "both"): ("E", "E"),
+             ("pinv", "paper"): ("E", "inv"), ("pinv", "both"): ("inv", "inv")}
+    readings = {"E": P_E, "inv": P_inv}
     G = X @ X.T
-    out = []
+    out = {v: [] for v in variants}
     for k in ks:
-        L = keep_k(left, int(k))
-        R = L if right is left else keep_k(right, int(k))
-        out.append(_cosine(L @ R.T, G))  # float32 product: cosines good to ~1e-6
+        kept = {}  # reading name -> keep_k(reading, k), computed once per k
+        for v in variants:
+            left, right = sides[v]
+            for side in (left, right):
+                if side not in kept:
+                    kept[side] = keep_k(readings[side], int(k))
+            out[v].append(_cosine(kept[left] @ kept[right].T, G))  # float32 product: cosines good to ~1e-6
     return out
 
 

@@ -162,11 +162,11 @@ def paper_overlap(view: ModelView, blocks: torch.Tensor, layers=None, groups=GRO
     rng = np.random.default_rng(seed)
     other = torch.as_tensor((np.arange(P) + rng.integers(1, P, size=P)) % P if P > 1 else np.zeros(P, dtype=int))
 
-    def lens(l: int, keep) -> torch.Tensor:  # (P, V): the top-k logit-lens tokens of layer l's output
+    def lens(l: int, keep) -> torch.Tensor:  # (P, k): the top-k logit-lens tokens of layer l's output
         logits = view.unembed(acts[l]["resid"].to(view.W_U.dtype)).float()
         if keep is not None:
             logits = logits.masked_fill(~keep, float("-inf"))
-        return _membership(logits.topk(k, dim=-1).indices, V)
+        return logits.topk(k, dim=-1).indices
 
     lens_last = {name: lens(last, keep) for name, keep in masks.items()}
     out = {name: {a: {g: {"aligned": [], "random": []} for g in groups} for a in ("layer", "last")} for name in masks}
@@ -182,9 +182,10 @@ def paper_overlap(view: ModelView, blocks: torch.Tensor, layers=None, groups=GRO
             tops = _unit_tops(view, l, g, E, k, masks, used)
             for name in masks:
                 A = _membership(tops[name][where].reshape(P, -1), V)  # (P, V) union of the units' tokens
-                for against, B in (("layer", lens_l[name]), ("last", lens_last[name])):
-                    for kind, A_ in (("aligned", A), ("random", A[other])):
-                        out[name][against][g][kind].append(float(((A_ & B).sum(1).float() / k).mean()))
+                for against, B in (("layer", lens_l[name]), ("last", lens_last[name])):  # B (P, k) distinct ids
+                    for kind, rows in (("aligned", torch.arange(P)), ("random", other)):  # |A_p & B_p| = sum A_p[B_p]
+                        hits = A[rows[:, None], B].sum(1)  # (P,)
+                        out[name][against][g][kind].append(float((hits.float() / k).mean()))
     result = {name: {a: {g: {kind: np.array(v) for kind, v in d.items()} for g, d in per.items()}
                      for a, per in by.items()} for name, by in out.items()}
     return {"layers": np.array(layers), "positions": P, **result}
