@@ -38,11 +38,12 @@ SCHEMES = ("auto", "byte_level", "sentencepiece")
 #: ``groups`` aligned; ``n_units`` vectors sampled per layer and side for the layer x layer matrix;
 #: ``every`` use every n-th layer of each model; ``unit_pairs`` depth-matched layer pairs whose FF
 #: values are matched unit by unit (Hungarian), ``unit_sample`` units of model a in each (all of b);
-#: ``shuffles`` shuffled-order controls.
+#: ``shuffles`` shuffled-order controls; ``n_perm`` random layer orders for :func:`depth_p_value`.
 PROFILES = {
-    "quick": dict(groups=("ff_values", "W_O"), n_units=128, every=1, unit_pairs=3, unit_sample=256, shuffles=1),
+    "quick": dict(groups=("ff_values", "W_O"), n_units=128, every=1, unit_pairs=3, unit_sample=256, shuffles=2,
+                  n_perm=200),
     "full": dict(groups=("ff_keys", "ff_values", "W_Q", "W_K", "W_V", "W_O"), n_units=384, every=1,
-                 unit_pairs=6, unit_sample=1024, shuffles=2),
+                 unit_pairs=5, unit_sample=768, shuffles=3, n_perm=1000),
 }
 
 
@@ -232,6 +233,23 @@ def double_centred(similarity) -> np.ndarray:
     return S - S.mean(0, keepdims=True) - S.mean(1, keepdims=True) + S.mean()
 
 
+def levels_removed(similarity) -> np.ndarray:
+    """:func:`double_centred` ``log S``: ``S`` with every row's and column's overall factor divided out.
+
+    Mean |corr| in embedding space is close to a product ``r_i c_j`` of how much each layer's
+    vectors lie along the unembeddings' shared dominant directions (:func:`rank1_share`); the
+    residual is where a specific layer pairing could show.
+    """
+    S = np.asarray(similarity, dtype=float)
+    return double_centred(np.log(np.clip(S, 1e-12, None)))
+
+
+def rank1_share(similarity) -> float:
+    """Share of ``S``'s squared Frobenius norm in its first singular component (1: a pure product of levels)."""
+    sv = np.linalg.svd(np.asarray(similarity, dtype=float), compute_uv=False)
+    return float(sv[0] ** 2 / (sv ** 2).sum())
+
+
 def depth_p_value(similarity, n: int = 1000, seed: int = 0) -> float:
     """How often :func:`depth_rank` of ``S`` with its columns in a random order is at least the real one."""
     S = np.asarray(similarity, dtype=float)
@@ -264,29 +282,37 @@ class CrossVocabAlignment:
     layers_b: list[int]
     sims: dict = field(default_factory=dict)  # group -> (La, Lb) mean |corr| over the true string map
     controls: dict = field(default_factory=dict)  # group -> list of (La, Lb), one per shuffle
-    units: list = field(default_factory=list)  # (layer_a, layer_b, matched |corr|, control matched |corr|)
+    #: (layer_a, layer_b at the same relative depth, matched |corr|, same over shuffled strings,
+    #:  layer_b' at the mirrored depth, matched |corr| there)
+    units: list = field(default_factory=list)
+    n_perm: int = 1000  # random layer orders behind each p value
 
-    def summary(self, n_perm: int = 1000) -> list[dict]:
-        """Per group and matrix (the paper's mean |corr|, and it double-centred): depth structure vs controls.
+    def summary(self, n_perm: int | None = None) -> list[dict]:
+        """Per group and matrix (the paper's mean |corr|, and :func:`levels_removed`): depth structure vs controls.
 
         ``depth rank``: :func:`depth_rank` (Hungarian layer matching, Spearman of the matched
         indices); ``p``: :func:`depth_p_value` over ``n_perm`` random layer orders of model b;
         ``depth error``: :func:`depth_error` of each layer's best partner; each beside the mean over
         the shuffled-string controls.
         """
+        n_perm = self.n_perm if n_perm is None else n_perm
+        if getattr(self, "_summary", (None,))[0] == n_perm:
+            return self._summary[1]
         out = []
         for g, S in self.sims.items():
-            for name, f in (("mean |corr|", np.asarray), ("double-centred", double_centred)):
+            for name, f in (("mean |corr|", np.asarray), ("levels removed", levels_removed)):
                 M, C = f(S), [f(c) for c in self.controls[g]]
                 out.append({"group": g, "matrix": name, "depth rank": depth_rank(M),
                             "depth rank (shuffled)": float(np.mean([depth_rank(c) for c in C])),
                             "p (layer order)": depth_p_value(M, n_perm),
                             "depth error": depth_error(M),
                             "depth error (shuffled)": float(np.mean([depth_error(c) for c in C])),
-                            "mean |corr|": float(S.mean()), "mean |corr| (shuffled)": float(np.mean(self.controls[g]))})
+                            "mean |corr|": float(S.mean()), "mean |corr| (shuffled)": float(np.mean(self.controls[g])),
+                            "rank-1 share": rank1_share(S)})
+        self._summary = (n_perm, out)
         return out
 
-    def headline(self, n_perm: int = 1000) -> dict:
+    def headline(self, n_perm: int | None = None) -> dict:
         """Numbers for :func:`lmscope.core.results.save_results` (pairs are [real, shuffled control])."""
         out = {"shared strings": self.n_shared}
         for row in self.summary(n_perm):
@@ -298,6 +324,7 @@ class CrossVocabAlignment:
         if self.units:
             out["FF units matched |corr| (shuffled)"] = [float(np.mean([u[2] for u in self.units])),
                                                          float(np.mean([u[3] for u in self.units]))]
+            out["FF units matched |corr| at mirrored depth"] = float(np.mean([u[5] for u in self.units]))
         return out
 
 
@@ -308,18 +335,20 @@ def relative_partner(layer_a: int, n_a: int, n_b: int) -> int:
 
 def cross_vocab_alignment(view_a: ModelView, view_b: ModelView, shared: SharedStrings, *, groups=("ff_values",),
                           n_units: int | None = 128, every: int = 1, unit_pairs: int = 3,
-                          unit_sample: int | None = 256, shuffles: int = 1, seed: int = 0) -> CrossVocabAlignment:
+                          unit_sample: int | None = 256, shuffles: int = 1, n_perm: int = 1000,
+                          seed: int = 0) -> CrossVocabAlignment:
     """Align two models over ``shared`` strings: layer matrices per group, each beside ``shuffles`` controls.
 
     Unit matching (FF values, Hungarian) runs at ``unit_pairs`` layers of model a spread over its
-    depth, each against the layer of model b at the same relative depth, real and shuffled.
+    depth, each against the layer of model b at the same relative depth (real and shuffled) and,
+    as a depth control, the layer of b at the mirrored depth.
     """
     if shuffles < 1:
         raise ValueError("shuffles must be at least 1: the shuffled order is the only chance level here.")
     real = CrossAligner(view_a, view_b, shared)
     ctrl = [CrossAligner(view_a, view_b, shared.shuffled(seed + 1 + k), like=real) for k in range(shuffles)]
     la, lb = _layers(view_a, every), _layers(view_b, every)
-    out = CrossVocabAlignment(shared.count, la, lb)
+    out = CrossVocabAlignment(shared.count, la, lb, n_perm=n_perm)
     for group in groups:
         group_vectors(view_a, 0, group)  # a clear error for an unknown group before any work
         out.sims[group] = cross_layer_similarity(real, group, la, lb, n_units, seed)
@@ -330,7 +359,9 @@ def cross_vocab_alignment(view_a: ModelView, view_b: ModelView, shared: SharedSt
         b = relative_partner(a, La, Lb)
         m_real, _ = unit_match(real, a, b, "ff_values", unit_sample, seed)
         m_ctrl, _ = unit_match(ctrl[0], a, b, "ff_values", unit_sample, seed)
-        out.units.append((a, b, m_real, m_ctrl))
+        far = relative_partner(La - 1 - a, La, Lb)
+        m_far, _ = unit_match(real, a, far, "ff_values", unit_sample, seed)
+        out.units.append((a, b, m_real, m_ctrl, far, m_far))
     return out
 
 
