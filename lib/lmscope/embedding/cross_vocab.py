@@ -50,8 +50,7 @@ PROFILES = {
 # -- the shared-string map --------------------------------------------------------------------
 def tokenizer_scheme(tokenizer) -> str:
     """'byte_level' when the tokenizer's decoder is byte-level BPE, else 'sentencepiece' (▁ for a space)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    decoder = repr(getattr(backend, "decoder", None))
+    decoder = repr(getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None))
     return "byte_level" if "ByteLevel" in decoder else "sentencepiece"
 
 
@@ -96,20 +95,17 @@ class SharedStrings:
 
     def shuffled(self, seed: int) -> "SharedStrings":
         """The control: model b's ids in a random order (each string now paired with another's id)."""
-        g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(self.count, generator=g)
+        perm = torch.randperm(self.count, generator=torch.Generator().manual_seed(seed))
         return SharedStrings(self.ids_a, self.ids_b[perm], self.strings, self.unique_a, self.unique_b)
 
 
-def _unique(strings: list[bytes | None]) -> dict[bytes, int]:
+def _unique(strings: list[bytes | None]) -> dict[bytes, int]:  # string -> its id, for strings of one id only
     seen: dict[bytes, int] = {}
     dup: set[bytes] = set()
     for i, s in enumerate(strings):
-        if s is None:
-            continue
-        if s in seen:
-            dup.add(s)
-        seen[s] = i
+        if s is not None:
+            dup.update([s] if s in seen else [])
+            seen[s] = i
     return {s: i for s, i in seen.items() if s not in dup}
 
 
@@ -172,7 +168,7 @@ def _layers(view: ModelView, every: int) -> list[int]:
     return sorted(set(range(0, L, max(1, every))) | {L - 1})
 
 
-def _rows(n: int, k: int | None, g: torch.Generator) -> Tensor | None:
+def _rows(n: int, k: int | None, g: torch.Generator) -> Tensor | None:  # k of n rows at random, or all
     return None if k is None or k >= n else torch.randperm(n, generator=g)[:k]
 
 
@@ -208,15 +204,6 @@ def depth_rank(similarity) -> float:
     if len(rows) < 3:
         return 0.0
     return float(spearmanr(rows, cols).statistic)
-
-
-def best_depth_rank(similarity) -> float:
-    """Spearman correlation between a row's index and the index of its best column (argmax per row)."""
-    S = np.asarray(similarity, dtype=float)
-    best = S.argmax(1)
-    if np.ptp(best) == 0:
-        return 0.0
-    return float(spearmanr(np.arange(S.shape[0]), best).statistic)
 
 
 def depth_error(similarity) -> float:
@@ -365,11 +352,36 @@ def cross_vocab_alignment(view_a: ModelView, view_b: ModelView, shared: SharedSt
     return out
 
 
-def plot_cross_vocab(result: CrossVocabAlignment, group: str = "ff_values", names=("model a", "model b")):
-    """Figure: the layer x layer mean |corr| over shared strings beside the shuffled control (same colour scale)."""
+def finding(result: CrossVocabAlignment, names=("model a", "model b"), group: str = "ff_values") -> str:
+    """One sentence with the headline numbers: signal over the shuffled control, and the depth order."""
+    rows = {r["matrix"]: r for r in result.summary() if r["group"] == group}
+    raw, lev = rows["mean |corr|"], rows["levels removed"]
+    text = (f"Over {result.n_shared:,} shared token strings, {group} of {names[0]} and {names[1]} correlate "
+            f"{raw['mean |corr|'] / raw['mean |corr| (shuffled)']:.1f}x more than with the string order shuffled "
+            f"(mean |corr| {raw['mean |corr|']:.3f} vs {raw['mean |corr| (shuffled)']:.3f})")
+    if result.units:
+        real, ctrl = np.mean([u[2] for u in result.units]), np.mean([u[3] for u in result.units])
+        far = np.mean([u[5] for u in result.units])
+        text += (f"; Hungarian-matched FF units at the same relative depth reach |corr| {real:.3f} "
+                 f"(shuffled {ctrl:.3f}, mirrored depth {far:.3f})")
+    return text + (f". Depth order of the Hungarian layer matching: Spearman {raw['depth rank']:.2f} "
+                   f"(p {raw['p (layer order)']:.3f} over random layer orders; shuffled strings "
+                   f"{raw['depth rank (shuffled)']:.2f}), {lev['depth rank']:.2f} (p {lev['p (layer order)']:.3f}) "
+                   f"once each layer's overall level is removed; the matrix is {raw['rank-1 share']:.2%} "
+                   "one product of layer levels.")
+
+
+def plot_cross_vocab(result: CrossVocabAlignment, group: str = "ff_values", names=("model a", "model b"),
+                     levels: bool = False):
+    """Figure: the layer x layer mean |corr| over shared strings beside the shuffled control (same colour scale).
+
+    ``levels=True`` shows :func:`levels_removed` of both matrices instead.
+    """
     import matplotlib.pyplot as plt
 
     S, C = result.sims[group], result.controls[group][0]
+    if levels:
+        S, C = levels_removed(S), levels_removed(C)
     lo, hi = min(S.min(), C.min()), max(S.max(), C.max())
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
     for ax, M, title in ((axes[0], S, "shared strings"), (axes[1], C, "shuffled string order (control)")):
@@ -383,5 +395,5 @@ def plot_cross_vocab(result: CrossVocabAlignment, group: str = "ff_values", name
         ax.set_ylabel(f"layer of {names[0]}")
         ax.set_title(f"{group}: {title}", fontsize=9)
     axes[0].legend(fontsize=7, loc="upper left")
-    fig.colorbar(im, ax=axes, label="mean |corr| over shared strings")
+    fig.colorbar(im, ax=axes, label="log mean |corr|, levels removed" if levels else "mean |corr| over shared strings")
     return fig
