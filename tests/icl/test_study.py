@@ -158,3 +158,8 @@ def test_an_interrupted_run_resumes_with_its_finished_parts(study, tmp_path):
     done = run_chapter_study(view, CharTokenizer(), sizes, resume=partial, progress=said.append)
     assert done.complete and "main: kept from the saved partial run" in said
     _same_results(done.results, load_study(path).results)
+    with pytest.raises(ValueError, match="finished parts"):
+        run_chapter_study(view, CharTokenizer(), {**sizes, "n_test": 3}, resume=load_study(path), progress=None)
+    later = run_chapter_study(view, CharTokenizer(), {**sizes, "word_n_test": 2}, resume=load_study(path),
+                              progress=None, dropped={"word_n_test": "time"})
+    assert later.sizes["word_n_test"] == 2 and later.meta["dropped"] == {"word_n_test": "time"}

@@ -39,8 +39,14 @@ from lmscope.icl.tasks import Task
 FORMAT_VERSION = 1
 #: File name of a saved run in ``benchmarks/results/`` (``{model}``: the chapter's model parameter).
 RESULT_NAME = "icl_study_{model}_{profile}.json"
-#: The parts of a study, in the order :func:`run_chapter_study` runs them.
-PARTS = ("lr", "main", "ablation", "second_model", "control", "words", "steps")
+#: The parts of a study, in the order :func:`run_chapter_study` runs them (the second model last: the
+#: costliest part to cut when time is short), and the run sizes each part reads.
+PARTS = ("lr", "main", "ablation", "control", "words", "steps", "second_model")
+PART_SIZES = {"lr": ("lr", "lr_grid", "lr_n_eval", "ablation_task", "k"), "main": ("tasks", "k", "seeds", "n_test"),
+              "ablation": ("ablation_task", "ablation_factors", "ablation_seeds", "ablation_n_test", "k"),
+              "control": ("control_tasks", "control_n_test", "tasks", "seeds", "k"),
+              "words": ("word_tasks", "word_seeds", "word_n_test", "k"), "steps": ("tasks", "k"),
+              "second_model": ("second_model", "ablation_task", "ablation_seeds", "ablation_n_test", "k")}
 
 
 class StudyFileError(ValueError):
@@ -125,6 +131,13 @@ def run_chapter_study(
     start = time.perf_counter()
     run = resume or StudyRun(model or view.name, profile, plain_sizes(sizes))
     run.meta.setdefault("parts", [])
+    if resume is not None:
+        new = plain_sizes(sizes)
+        changed = [(p, key) for p in run.meta["parts"] for key in PART_SIZES[p] if run.sizes.get(key) != new.get(key)]
+        if changed:
+            raise ValueError(f"resume: run sizes {sorted({key for _, key in changed})} changed, but the finished "
+                             f"parts {sorted({p for p, _ in changed})} read them; start a new run instead.")
+        run.sizes = new
     run.meta.setdefault("dropped", {}).update(dropped or {})
     previous_total = run.meta.get("total_seconds", 0.0)
     task_names, k, seeds = list(sizes["tasks"]), int(sizes["k"]), tuple(sizes["seeds"])
@@ -206,7 +219,7 @@ def run_chapter_study(
         run.step = step_seconds(view, tokenizer, task0, k=min(k, 8))
         run.step_task = task0.name
 
-    for name, fn in zip(PARTS, (choose, main, cells, second, controls, words, steps)):
+    for name, fn in zip(PARTS, (choose, main, cells, controls, words, steps, second)):
         part(name, fn)
     run.meta.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     commit=_git_commit(), threads=torch.get_num_threads(), torch=torch.__version__,
