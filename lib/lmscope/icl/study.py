@@ -139,6 +139,10 @@ def run_chapter_study(
                              f"parts {sorted({p for p, _ in changed})} read them; start a new run instead.")
         run.sizes = new
     run.meta.setdefault("dropped", {}).update(dropped or {})
+    run.meta.setdefault("commit", _git_commit())  # the code's commit when the run started
+    run.meta.setdefault("started", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    if resume is not None:
+        run.meta.setdefault("resumed_at_commits", []).append(_git_commit())
     previous_total = run.meta.get("total_seconds", 0.0)
     task_names, k, seeds = list(sizes["tasks"]), int(sizes["k"]), tuple(sizes["seeds"])
     names = _names(task_names)
@@ -221,8 +225,7 @@ def run_chapter_study(
 
     for name, fn in zip(PARTS, (choose, main, cells, controls, words, steps, second)):
         part(name, fn)
-    run.meta.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    commit=_git_commit(), threads=torch.get_num_threads(), torch=torch.__version__,
+    run.meta.update(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), threads=torch.get_num_threads(), torch=torch.__version__,
                     total_seconds=previous_total + time.perf_counter() - start)
     return run
 
