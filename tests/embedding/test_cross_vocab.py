@@ -6,10 +6,11 @@ import torch
 
 from lmscope import ModelView
 from lmscope.embedding.cross_vocab import (
-    CrossAligner, cross_layer_similarity, depth_p_value, double_centred, finding, levels_removed, rank1_share, cross_vocab_alignment, depth_error, depth_rank, piece_bytes,
+    CrossAligner, cross_layer_similarity, depth_p_value, double_centred, levels_removed, rank1_share, cross_vocab_alignment, depth_error, depth_rank, piece_bytes,
     relative_partner, shared_strings, shared_vocabulary, token_bytes, tokenizer_scheme, unit_match,
 )
 from lmscope.embedding.alignment import match
+from lmscope.embedding.cross_report import finding
 from lmscope.embedding.functional_copy import CopyTruth, functional_copy
 from lmscope.embedding.projection import group_vectors
 

@@ -38,12 +38,13 @@ SCHEMES = ("auto", "byte_level", "sentencepiece")
 #: ``groups`` aligned; ``n_units`` vectors sampled per layer and side for the layer x layer matrix;
 #: ``every`` use every n-th layer of each model; ``unit_pairs`` depth-matched layer pairs whose FF
 #: values are matched unit by unit (Hungarian), ``unit_sample`` units of model a in each (all of b);
-#: ``shuffles`` shuffled-order controls; ``n_perm`` random layer orders for :func:`depth_p_value`.
+#: ``shuffles`` shuffled-order controls; ``n_perm`` random layer orders for :func:`depth_p_value`;
+#: ``lens_texts`` Shakespeare snippets for :mod:`lmscope.embedding.cross_lens` (not an alignment argument).
 PROFILES = {
     "quick": dict(groups=("ff_values", "W_O"), n_units=128, every=1, unit_pairs=3, unit_sample=256, shuffles=2,
-                  n_perm=200),
-    "full": dict(groups=("ff_keys", "ff_values", "W_Q", "W_K", "W_V", "W_O"), n_units=384, every=1,
-                 unit_pairs=5, unit_sample=768, shuffles=3, n_perm=1000),
+                  n_perm=200, lens_texts=8),
+    "full": dict(groups=("ff_keys", "ff_values", "W_Q", "W_K", "W_V", "W_O"), n_units=256, every=1,
+                 unit_pairs=5, unit_sample=512, shuffles=2, n_perm=1000, lens_texts=48),
 }
 
 
@@ -182,10 +183,11 @@ def cross_layer_similarity(aligner: CrossAligner, group: str, layers_a, layers_b
     g = torch.Generator().manual_seed(seed)
     rows_a = _rows(n_vectors(aligner.view_a, group), n_units, g)
     rows_b = _rows(n_vectors(aligner.view_b, group), n_units, g)
-    prep_b = [aligner.prepared("b", l, group, rows_b) for l in layers_b]  # each (n_b, d_b)
+    dtype = torch.float32 if aligner.view_a.W_U.dtype != torch.float64 else torch.float64  # float32: 2x faster
+    prep_b = [aligner.prepared("b", l, group, rows_b).to(dtype) for l in layers_b]  # each (n_b, d_b)
     out = np.zeros((len(layers_a), len(layers_b)))
     for i, la in enumerate(layers_a):
-        Xa = aligner.prepared("a", la, group, rows_a)  # (n_a, d_b)
+        Xa = aligner.prepared("a", la, group, rows_a).to(dtype)  # (n_a, d_b)
         for j, Xb in enumerate(prep_b):
             out[i, j] = float((Xa @ Xb.T).abs().mean())
     return out
@@ -350,50 +352,3 @@ def cross_vocab_alignment(view_a: ModelView, view_b: ModelView, shared: SharedSt
         m_far, _ = unit_match(real, a, far, "ff_values", unit_sample, seed)
         out.units.append((a, b, m_real, m_ctrl, far, m_far))
     return out
-
-
-def finding(result: CrossVocabAlignment, names=("model a", "model b"), group: str = "ff_values") -> str:
-    """One sentence with the headline numbers: signal over the shuffled control, and the depth order."""
-    rows = {r["matrix"]: r for r in result.summary() if r["group"] == group}
-    raw, lev = rows["mean |corr|"], rows["levels removed"]
-    text = (f"Over {result.n_shared:,} shared token strings, {group} of {names[0]} and {names[1]} correlate "
-            f"{raw['mean |corr|'] / raw['mean |corr| (shuffled)']:.1f}x more than with the string order shuffled "
-            f"(mean |corr| {raw['mean |corr|']:.3f} vs {raw['mean |corr| (shuffled)']:.3f})")
-    if result.units:
-        real, ctrl = np.mean([u[2] for u in result.units]), np.mean([u[3] for u in result.units])
-        far = np.mean([u[5] for u in result.units])
-        text += (f"; Hungarian-matched FF units at the same relative depth reach |corr| {real:.3f} "
-                 f"(shuffled {ctrl:.3f}, mirrored depth {far:.3f})")
-    return text + (f". Depth order of the Hungarian layer matching: Spearman {raw['depth rank']:.2f} "
-                   f"(p {raw['p (layer order)']:.3f} over random layer orders; shuffled strings "
-                   f"{raw['depth rank (shuffled)']:.2f}), {lev['depth rank']:.2f} (p {lev['p (layer order)']:.3f}) "
-                   f"once each layer's overall level is removed; the matrix is {raw['rank-1 share']:.2%} "
-                   "one product of layer levels.")
-
-
-def plot_cross_vocab(result: CrossVocabAlignment, group: str = "ff_values", names=("model a", "model b"),
-                     levels: bool = False):
-    """Figure: the layer x layer mean |corr| over shared strings beside the shuffled control (same colour scale).
-
-    ``levels=True`` shows :func:`levels_removed` of both matrices instead.
-    """
-    import matplotlib.pyplot as plt
-
-    S, C = result.sims[group], result.controls[group][0]
-    if levels:
-        S, C = levels_removed(S), levels_removed(C)
-    lo, hi = min(S.min(), C.min()), max(S.max(), C.max())
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), layout="constrained")
-    for ax, M, title in ((axes[0], S, "shared strings"), (axes[1], C, "shuffled string order (control)")):
-        im = ax.imshow(M, vmin=lo, vmax=hi, aspect="auto", origin="lower", cmap="viridis")
-        best = M.argmax(1)
-        ax.plot(best, np.arange(len(best)), "w.", ms=5, label="best layer of b")
-        ax.plot([0, M.shape[1] - 1], [0, M.shape[0] - 1], "w--", lw=0.8, label="same relative depth")
-        ax.set_xticks(range(M.shape[1]), result.layers_b, fontsize=6)
-        ax.set_yticks(range(M.shape[0]), result.layers_a, fontsize=6)
-        ax.set_xlabel(f"layer of {names[1]}")
-        ax.set_ylabel(f"layer of {names[0]}")
-        ax.set_title(f"{group}: {title}", fontsize=9)
-    axes[0].legend(fontsize=7, loc="upper left")
-    fig.colorbar(im, ax=axes, label="log mean |corr|, levels removed" if levels else "mean |corr| over shared strings")
-    return fig
