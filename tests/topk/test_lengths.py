@@ -123,6 +123,10 @@ def test_sweep_rows_keep_first_and_mass_only_up_to_their_lengths_and_call_on_row
     assert seen == rows
     with pytest.raises(ValueError, match="need"):
         length_sweep(view, {6: _blocks(1, 7)}, ks=[2])
+    only = length_sweep(view, {6: _blocks(1, 6), 12: _blocks(1, 12)}, ks=[2], first_ks=[2], first_max_len=6,
+                        mass_ks=[2], mass_max_len=6, loss=False)  # mass rows alone, as the full run gave them
+    assert [(r["mode"], r["k"]) for r in only] == [("dropped mass", 2)]
+    assert only[0]["per_layer"] == rows[3]["per_layer"]
 
 
 @pytest.mark.slow

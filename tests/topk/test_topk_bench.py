@@ -75,6 +75,13 @@ def test_live_benchmark_writes_only_a_temporary_file(capsys):
     assert written.name == "topk_attention_live.json" and not written.exists()  # removed with its folder
 
 
+def test_live_benchmark_in_process_runs_every_method_here(capsys):
+    result = bench.live_benchmark([64], extra_args=("--k", "8"), in_process=True)
+    assert [(r["method"], r["T"]) for r in result["rows"]] == [("sdpa", 64), ("topk", 64), ("naive", 64)]
+    assert result["in_process"] and all(r["time_s"] > 0 and "error" not in r for r in result["rows"])
+    assert not bench.live_benchmark([64], extra_args=("--methods", "sdpa", "--k", "8"))["in_process"]
+
+
 def test_find_and_load_saved_results(tmp_path, monkeypatch):
     first, second = tmp_path / "a", tmp_path / "b"
     for folder, device in ((first, "first"), (second, "second")):

@@ -41,3 +41,29 @@ def test_smallest_matching_k_and_the_ff_tables():
     paper = report.paper_ff_table()[1]
     assert ["T5-base", 3072, 64, "2.08%", "-0.02"] in paper and ["T5-11B", 65536, 64, "0.10%", "-4.22"] in paper
     assert report.pct(None) == "-" and report.pct(0.146) == "+14.6%"
+
+
+def test_ff_reading_quotes_the_table_and_the_fraction_plot_draws_each_length():
+    ppl = [{"mode": "dense", "k": None, "ppl": 10.0}, {"mode": "ff", "k": 32, "ppl": 11.46},
+           {"mode": "ff", "k": 512, "ppl": 11.4951}]
+    stats = {"zero": 0.0, "small": 0.3, "effective": 0.31, "l1_kept": {32: 0.2, 512: 0.8}, "out_error": {32: 0.5, 512: 0.1}}
+    table = report.ff_table(ppl, stats, 1536)[1]
+    reading = report.ff_reading("m", ppl, stats, 1536)
+    for row in table:  # every change in the text is the table's, rounded the same way
+        assert f"{row[2]} at k={row[0]}" in reading
+    assert "+15.0% at k=512" in reading and "nearest k here, 32 (2.1%), costs +14.6%" in reading
+    assert report.ff_changes(ppl) == {32: pytest.approx(0.146), 512: pytest.approx(0.14951)}
+    fig = report.plot_fraction(_rows())
+    assert [line.get_label() for line in fig.axes[0].lines] == ["512 tokens", "8192 tokens"]
+    assert report.plot_fraction([r for r in _rows() if r["mode"] == "dense"]) is None
+
+
+def test_ff_baseline_tables():
+    base = [{"model": "relu", "gated": False, "d_ff": 128, "zero": 0.5, "small": 0.55, "effective": 0.3, "ks": [3],
+             "l1_kept": {3: 0.1}, "out_error": {3: 0.9}, "ppl_change": {3: 0.5}}]
+    pre = {"model": "big", "gated": True, "d_ff": 1536, "zero": 0.0, "small": 0.3, "effective": 0.31}
+    assert report.ff_baseline_table(base, pre)[1] == [["relu", "ReLU", 128, "50.0%", "55.0%", "30.0%"],
+                                                      ["big", "gated", 1536, "0.0%", "30.0%", "31.0%"]]
+    assert report.ff_fraction_table(base)[1] == [["relu", 3, "2.3%", "0.100", "0.900", "+50.0%"]]
+    with pytest.raises(ValueError, match="one ReLU and one gated"):
+        report.ff_baseline_reading(base)

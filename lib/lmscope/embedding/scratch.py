@@ -8,6 +8,8 @@ tokens that occur in the text (:class:`CompactVocab`, ids renumbered in order); 
 model knows was seen in training. The first ``1 - test_fraction`` of each play is training
 text, the rest held out. Training is seeded and repeatable (one thread, fixed data order);
 checkpoints are cached as safetensors under ``cache_dir()/scratch_lm/<spec hash>/``.
+``ScratchSpec(ff="relu")`` trains a GPT-2-style model instead (ungated ReLU FF, LayerNorm, learned
+positions; chapter 03's ReLU vs SwiGLU sparsity baseline); the default stays the Llama/SwiGLU block.
 
 >>> corpus = ScratchCorpus.build(tokenizer)                       # doctest: +SKIP
 >>> model, losses = train_scratch_lm(corpus, ScratchSpec(), seed=1)   # doctest: +SKIP
@@ -40,9 +42,13 @@ class ScratchSpec:
     batch: int = 8
     steps: int = 500
     lr: float = 3e-3
+    ff: str = "swiglu"  # "swiglu": Llama block (default); "relu": GPT-2 block with an ungated ReLU FF
 
     def key(self, seed: int, corpus_key: str) -> str:
-        text = json.dumps({**asdict(self), "seed": seed, "corpus": corpus_key}, sort_keys=True)
+        fields = asdict(self)
+        if fields["ff"] == "swiglu":  # the default leaves the key (and the cached checkpoints) as before
+            del fields["ff"]
+        text = json.dumps({**fields, "seed": seed, "corpus": corpus_key}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -105,11 +111,16 @@ class ScratchCorpus:
 
 
 def scratch_model(spec: ScratchSpec, vocab_size: int, seed: int):
-    """A freshly initialised (seeded) LlamaForCausalLM of the given size, float32."""
+    """A freshly initialised (seeded) model of the given size, float32: LlamaForCausalLM (``ff="swiglu"``)
+    or GPT2LMHeadModel with ReLU and no dropout (``ff="relu"``); embeddings tied in both."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if spec.d_model % spec.n_heads:
         raise ValueError(f"d_model {spec.d_model} must be a multiple of n_heads {spec.n_heads}.")
+    if spec.ff not in ("swiglu", "relu"):
+        raise ValueError(f"ff must be 'swiglu' or 'relu', got {spec.ff!r}.")
+    if spec.ff == "relu":
+        return _relu_model(spec, vocab_size, seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=spec.d_model, intermediate_size=spec.d_ff,
                       num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads,
                       num_key_value_heads=spec.n_heads, max_position_embeddings=spec.seq_len,
@@ -117,6 +128,18 @@ def scratch_model(spec: ScratchSpec, vocab_size: int, seed: int):
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg).float()
+
+
+def _relu_model(spec: ScratchSpec, vocab_size: int, seed: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=vocab_size, n_positions=spec.seq_len, n_embd=spec.d_model, n_layer=spec.n_layers,
+                     n_head=spec.n_heads, n_inner=spec.d_ff, activation_function="relu", resid_pdrop=0.0,
+                     embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True, bos_token_id=None,
+                     eos_token_id=None, pad_token_id=None)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(cfg).float()
 
 
 def train_scratch_lm(corpus: ScratchCorpus, spec: ScratchSpec = ScratchSpec(), seed: int = 0,

@@ -141,6 +141,11 @@ def bench_cpu(args) -> list[dict]:
             if method == "naive" and 3 * H * T * T * 4 / 2**30 > args.naive_max_gib:
                 rows.append({"method": method, "T": T, "dtype": "fp32", "skipped": "memory"})
                 continue
+            if args.in_process:  # no fresh process: quicker, but the whole-process peak includes the caller's memory
+                rows.append({"method": method, "T": T, "dtype": "fp32",
+                             **single_cpu(method, T, "fp32", args.k, args.chunk, args.reps)})
+                print(_format_row(rows[-1]), flush=True)
+                continue
             cmd = [sys.executable, "-m", "lmscope.topk.bench", "--single", f"{method},{T},fp32",
                    "--k", str(args.k), "--reps", str(args.reps)]
             if args.chunk:
@@ -275,8 +280,11 @@ def saved_benchmarks(names: tuple[str, ...] = RESULT_NAMES, folders: list[Path] 
     return found
 
 
-def live_benchmark(lengths: list[int], reps: int = 1, extra_args: tuple[str, ...] = ()) -> dict:
-    """Run :func:`main` on CPU at ``lengths`` with ``reps`` timed runs; its JSON goes to a temporary file."""
+def live_benchmark(lengths: list[int], reps: int = 1, extra_args: tuple[str, ...] = (),
+                   in_process: bool = False) -> dict:
+    """Run :func:`main` on CPU at ``lengths`` with ``reps`` timed runs; its JSON goes to a temporary file.
+    ``in_process``: every run in this process (``--in-process``), not one fresh process each."""
+    extra_args = (*extra_args, "--in-process") if in_process else tuple(extra_args)
     with tempfile.TemporaryDirectory() as folder:
         return main(["--lengths", ",".join(map(str, lengths)), "--reps", str(reps), *extra_args,
                      "--out", str(Path(folder) / "topk_attention_live.json")])
@@ -324,6 +332,9 @@ def main(argv=None) -> dict:
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--naive-max-gib", type=float, default=4.0, help="CPU: skip naive above this score memory")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--in-process", action="store_true",
+                   help="CPU: run every (method, length) in this process instead of a fresh one each (quicker; "
+                        "the whole-process peak then includes this process's other memory)")
     p.add_argument("--single", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.single:  # child process of the CPU benchmark
@@ -345,6 +356,7 @@ def main(argv=None) -> dict:
         "device": device,
         "torch": torch.__version__,
         "shape": {"batch": 1, "heads": H, "d_head": D, "k": args.k, "causal": True, "chunk": args.chunk},
+        "in_process": bool(getattr(args, "in_process", False)),
         "rows": rows,
         "ratios": ratios(rows),
     }

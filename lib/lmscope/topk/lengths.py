@@ -135,6 +135,7 @@ def length_sweep(
     mass_ks: Iterable[int] = (),
     mass_max_len: int = 2048,
     on_row: Callable[[dict], None] | None = None,
+    loss: bool = True,
 ) -> list[dict]:
     """Rows over lengths (each {length: blocks (N, length)}): dense, top-k attention per k in ``ks``,
     keep-first top-k per k in ``first_ks`` (lengths <= ``first_max_len``), and one ``'dropped mass'``
@@ -142,7 +143,8 @@ def length_sweep(
 
     Loss rows: {'length', 'n_blocks', 'mode' ('dense' | 'attention' | 'attention+first'), 'k',
     'fraction' (k / length), 'nll', 'ppl', 'bins' (:func:`position_bins`), 'seconds'}.
-    ``on_row(row)`` is called after each row (e.g. to save partial results).
+    ``on_row(row)`` is called after each row (e.g. to save partial results); ``loss=False`` gives
+    only the dropped-mass rows (to add them to a saved sweep without repeating its loss rows).
     """
     rows: list[dict] = []
 
@@ -154,9 +156,9 @@ def length_sweep(
     for length, blocks in blocks_by_length.items():
         if blocks.shape[1] != length:
             raise ValueError(f"blocks for length {length} have shape {tuple(blocks.shape)}; need (N, {length})")
-        plans = [("dense", None, contextlib.nullcontext)]
-        plans += [("attention", k, lambda k=k: use_topk_attention(view, k)) for k in ks]
-        if length <= first_max_len:
+        plans = [("dense", None, contextlib.nullcontext)] if loss else []
+        plans += [("attention", k, lambda k=k: use_topk_attention(view, k)) for k in ks] if loss else []
+        if length <= first_max_len and loss:
             plans += [("attention+first", k, lambda k=k: keep_first_topk(view, k)) for k in first_ks]
         for mode, k, switch in plans:
             t0 = time.time()
@@ -196,6 +198,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max-eager", type=int, default=2048, help="longest length for the scored-eager runs")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--append", action="store_true", help="add to the rows already in --out")
+    p.add_argument("--mass-only", action="store_true", help="only the dropped-mass rows (no loss rows)")
     args = p.parse_args(argv)
     model, tok = load_model(args.model)
     view = ModelView(model)
@@ -213,7 +216,8 @@ def main(argv=None) -> dict:
         print(f"T={row['length']:>5} {row['mode']:>16} k={row['k']}: {extra} ({row['seconds']:.0f} s)", flush=True)
 
     blocks = {L: shakespeare.token_blocks(tok, L, max(1, args.tokens // L)) for L in args.lengths}
-    length_sweep(view, blocks, args.ks, args.first_ks, args.max_eager, args.mass_ks, args.max_eager, on_row=save)
+    length_sweep(view, blocks, args.ks, args.first_ks, args.max_eager, args.mass_ks, args.max_eager, on_row=save,
+                 loss=not args.mass_only)
     print(f"wrote {out}")
     return result
 
