@@ -363,7 +363,7 @@ def mismatch(run: StudyRun, model: str, profile: str, sizes: dict) -> str | None
 def result_path(model: str, profile: str, folder: str | Path | None = None) -> Path:
     """Where the saved run of ``model`` and ``profile`` lives: ``benchmarks/results`` of this checkout."""
     folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[3] / "benchmarks" / "results"
-    return folder / RESULT_NAME.format(model=model, profile=profile)
+    return folder / RESULT_NAME.format(model=str(model).replace("/", "_"), profile=profile)
 
 
 def chapter_study(view: ModelView, tokenizer, sizes: dict, model: str, profile: str, saved: bool = True,
@@ -387,7 +387,7 @@ def chapter_study(view: ModelView, tokenizer, sizes: dict, model: str, profile: 
             m = run.meta
             dropped = "; ".join(f"{key}: {reason}" for key, reason in m.get("dropped", {}).items())
             return run, (f"Read the saved run {path.name} (run {m.get('date')}, commit {m.get('commit')}, "
-                         f"{m.get('total_seconds', math.nan) / 60:.0f} min on {m.get('threads')} thread(s))"
+                         f"{m.get('total_seconds', math.nan) / 60:.1f} min on {m.get('threads')} thread(s))"
                          + (f"; dropped from it: {dropped}" if dropped else "") + ".")
         why = f"saved run {path.name} not used: {why}"
     t0 = time.perf_counter()
