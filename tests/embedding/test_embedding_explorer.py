@@ -37,3 +37,14 @@ def test_explorer_from_the_projection_index_is_the_same_page(tiny):
     index = ProjectionIndex.compute(view, k=12)
     fast = embedding_static_explorer(proj, n_values=3, k=4, index=index)
     assert fast.panels == embedding_static_explorer(proj, n_values=3, k=4).panels
+
+
+def test_value_rows_read_each_value_as_the_projector_does(tiny):
+    from lmscope.embedding.explorer import value_rows
+
+    family, model, view = tiny
+    proj = Projector(view)
+    for row in value_rows(proj, 1, n_values=3, k=4):
+        unit = int(row["name"].split("D")[1])
+        assert row["top"] == proj.read(1, "ff_values", unit, 4).tokens
+        assert row["bottom"] == proj.read(1, "ff_values", unit, 3, negative=True).tokens

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmscope import ModelView
-from lmscope.embedding.projection import GROUPS, Projector, group_vectors, n_vectors
+from lmscope.embedding.projection import GROUPS, Projector, group_vectors, n_vectors, pinv_wide
 
 from conftest import make_tiny_model
 from test_top_k import brute_force_pairs
@@ -124,3 +124,18 @@ def test_bad_input():
         Projector(view, reading="inverse")
     with pytest.raises(ValueError, match="Unknown circuit"):
         proj.head_pairs(0, 0, circuit="ov")
+
+
+def test_pinv_wide_is_the_pseudo_inverse():
+    """The Gram-matrix route gives torch.linalg.pinv's result; a rank-deficient matrix takes the SVD route."""
+    g = torch.Generator().manual_seed(0)
+    E = torch.randn(8, 300, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3, 8, dtype=torch.float64)[:, None]
+    P = pinv_wide(E.float())  # float32 input, float64 result
+    E = E.float().double()
+    assert P.dtype == torch.float64 and P.shape == (300, 8)
+    assert torch.allclose(P, torch.linalg.pinv(E), rtol=0, atol=1e-12 * float(P.abs().max()))
+    assert torch.allclose(E @ P, torch.eye(8, dtype=torch.float64), atol=1e-10)
+    low = E[:3].T @ torch.randn(3, 8, generator=g, dtype=torch.float64)  # (300, 8) of rank 3
+    assert torch.equal(pinv_wide(low.T), torch.linalg.pinv(low.T))
+    with pytest.raises(ValueError, match="wide"):
+        pinv_wide(E.T)

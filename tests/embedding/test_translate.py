@@ -105,6 +105,9 @@ def test_transfer_accuracies_table():
     assert acc["B, translated (E^+)"] == acc["A, trained"]  # exact for a rotated copy
     assert acc["B, translated (E^T)"] == translate_probe(probe, va, vb, "transpose").accuracy(Xb, data.labels)
     assert acc["B, raw transfer"] == raw_transfer(probe, vb).accuracy(Xb, data.labels)
+    E_a_pinv = torch.linalg.pinv(va.W_U.detach().double())  # a pseudo-inverse computed once is reused as it is
+    assert torch.equal(feature_map(vb, va, "pinv", E_a_pinv), feature_map(vb, va, "pinv"))
+    assert transfer_accuracies(probe, va, vb, Xa, Xb, data.labels, E_a_pinv=E_a_pinv) == acc
     # a model B of another width (same vocabulary) has no raw transfer, but a translation
     torch.manual_seed(0)
     narrow = ModelView(tf.AutoModelForCausalLM.from_config(tf.LlamaConfig(

@@ -3,15 +3,16 @@
 ``n_prompts`` neutral prompts for the steering experiment, ``n_tokens`` per greedy continuation,
 ``n_random`` draws of the random-value control, ``dose_prompts`` prompts and ``scales`` (fractions
 of the original "on") for the dose-response, ``n_clusters`` for spherical k-means of all values.
+``full`` is what the chapter reports (at least 50 prompts); ``quick`` runs every step on one batch of prompts.
 
 >>> from lmscope.core.profiles import settings
->>> settings(PROFILES, "quick")["n_prompts"]
-50
+>>> settings(PROFILES, "full")["n_prompts"]
+60
 """
 
 PROFILES = {
-    "quick": dict(n_prompts=50, n_tokens=6, n_random=1, dose_prompts=10, scales=(0.05, 0.1, 0.25, 1.0),
-                  n_clusters=256),
+    "quick": dict(n_prompts=20, n_tokens=4, n_random=1, dose_prompts=10, scales=(0.1, 1.0),
+                  n_clusters=128),
     "full": dict(n_prompts=60, n_tokens=10, n_random=3, dose_prompts=30, scales=(0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
                  n_clusters=1024),
 }

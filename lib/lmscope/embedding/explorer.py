@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from lmscope.embedding.filters import coherent_units
-from lmscope.embedding.projection import Projector
+from lmscope.embedding.projection import GROUPS, Projector, group_vectors
 from lmscope.static_explorer import StaticExplorer, bar_rows
 
 ALL = "all layers"
@@ -29,9 +29,12 @@ def value_rows(proj: Projector, layer: int, n_values: int = 8, k: int = 10, inde
     ``index``: the model's ``ProjectionIndex`` (ff_values), which makes ranking a layer's values cheap.
     """
     rows = []
-    for unit, coherence in coherent_units(proj, layer, "ff_values", k=k, n=n_values, index=index):
-        top = proj.read(layer, "ff_values", unit, k)
-        bottom = proj.read(layer, "ff_values", unit, max(3, k // 2), negative=True)
+    units = coherent_units(proj, layer, "ff_values", k=k, n=n_values, index=index)
+    vectors = group_vectors(proj.view, layer, "ff_values")[[unit for unit, _ in units]]  # (n_values, d_model)
+    readings = proj.project(vectors, GROUPS["ff_values"])  # (n_values, d_vocab): the vocabulary read once
+    for (unit, coherence), scores in zip(units, readings):
+        top = proj.top(scores, k)
+        bottom = proj.top(scores, max(3, k // 2), negative=True)
         rows.append({"name": f"L{layer}D{unit}", "coherence": coherence, "top": top.tokens, "bottom": bottom.tokens})
     return rows
 
@@ -50,9 +53,9 @@ def head_direction(view, layer: int, head: int) -> tuple[torch.Tensor, float]:
 def head_rows(proj: Projector, layer: int, k: int = 10) -> list[dict]:
     """Every head of ``layer``: the tokens at both ends of its main W_VO output direction."""
     rows = []
-    for head in range(proj.view.cfg.n_heads):
-        direction, share = head_direction(proj.view, layer, head)
-        scores = proj.project(direction, "out")
+    heads = [head_direction(proj.view, layer, head) for head in range(proj.view.cfg.n_heads)]
+    readings = proj.project(torch.stack([direction for direction, _ in heads]), "out")  # (n_heads, d_vocab)
+    for head, ((_, share), scores) in enumerate(zip(heads, readings)):
         rows.append({"name": f"L{layer}H{head}", "share": share, "top": proj.top(scores, k).tokens,
                      "bottom": proj.top(scores, k, negative=True).tokens})
     return rows

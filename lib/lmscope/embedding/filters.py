@@ -177,14 +177,16 @@ def coherent_units(proj: Projector, layer: int, group: str = "ff_values", k: int
     W_E = proj.view.W_E.detach().float()
     W_E = W_E / W_E.norm(dim=1, keepdim=True).clamp_min(1e-12)
     indexed = index_tops(proj, index, layer, group, index.k) if index is not None and index.k >= k else None
+    if indexed is not None:
+        top_ids = _first_allowed(indexed, k, proj.mask)  # (n_vectors, k), -1 where too few are allowed
+        short = (top_ids[:, 0] < 0).nonzero().squeeze(1)
+        for start in range(0, len(short), chunk_size):  # those are read in full, a chunk at a time
+            rows = short[start : start + chunk_size]
+            top_ids[rows] = top_entries(proj.project(vecs[rows], GROUPS[group]), k, proj.mask)[1]
     scores = []
     for start in range(0, vecs.shape[0], chunk_size):
         if indexed is not None:
-            ids = _first_allowed(indexed[start : start + chunk_size], k, proj.mask)  # (c, k), -1: too few
-            short = (ids[:, 0] < 0).nonzero().squeeze(1)
-            if len(short):
-                reading = proj.project(vecs[start : start + chunk_size][short], GROUPS[group])
-                ids[short] = top_entries(reading, k, proj.mask)[1]
+            ids = top_ids[start : start + chunk_size]
         else:
             reading = proj.project(vecs[start : start + chunk_size], GROUPS[group])  # (c, V)
             _, ids = top_entries(reading, k, proj.mask)  # (c, k)

@@ -100,22 +100,31 @@ def fit_probe(X: Tensor, y, l2: float = 1e-3, steps: int = 100) -> LinearProbe:
 
 
 # -- translation ---------------------------------------------------------------------------
-def feature_map(view_from: ModelView, view_to: ModelView, method: str = "pinv") -> Tensor:
-    """(d_from, d_to) matrix M with ``f_to ~ f_from @ M`` through the vocabulary: ``E_from pinv(E_to)``."""
+def feature_map(view_from: ModelView, view_to: ModelView, method: str = "pinv",
+                E_to_pinv: Tensor | None = None) -> Tensor:
+    """(d_from, d_to) matrix M with ``f_to ~ f_from @ M`` through the vocabulary: ``E_from pinv(E_to)``.
+
+    ``E_to_pinv`` (V, d_to): ``torch.linalg.pinv`` of ``view_to.W_U`` in float64 if already computed.
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown method '{method}': use 'pinv' (E^+) or 'transpose' (E^T).")
     check_shared_vocabulary(view_from, view_to)
     E_from = view_from.W_U.detach().double()  # (d_from, V)
     E_to = view_to.W_U.detach().double()  # (d_to, V)
     if method == "pinv":
-        return (E_from @ torch.linalg.pinv(E_to)).float()
+        E_to_pinv = torch.linalg.pinv(E_to) if E_to_pinv is None else E_to_pinv.detach().double()
+        return (E_from @ E_to_pinv).float()
     scale = (E_to.square().sum() / E_to.shape[0])  # E_to E_to^T ~ scale * I
     return (E_from @ E_to.T / scale).float()
 
 
-def translate_probe(probe: LinearProbe, view_a: ModelView, view_b: ModelView, method: str = "pinv") -> LinearProbe:
-    """A classifier trained on model A's features, rewritten for model B's: ``w_B = E_B pinv(E_A) w_A``."""
-    return LinearProbe(feature_map(view_b, view_a, method) @ probe.w.float(), probe.b)
+def translate_probe(probe: LinearProbe, view_a: ModelView, view_b: ModelView, method: str = "pinv",
+                    E_a_pinv: Tensor | None = None) -> LinearProbe:
+    """A classifier trained on model A's features, rewritten for model B's: ``w_B = E_B pinv(E_A) w_A``.
+
+    ``E_a_pinv``: ``pinv(E_A)`` (V, d_a) in float64 if already computed.
+    """
+    return LinearProbe(feature_map(view_b, view_a, method, E_a_pinv) @ probe.w.float(), probe.b)
 
 
 def raw_transfer(probe: LinearProbe, view_b: ModelView) -> LinearProbe:
@@ -126,13 +135,13 @@ def raw_transfer(probe: LinearProbe, view_b: ModelView) -> LinearProbe:
 
 
 def transfer_accuracies(probe: LinearProbe, view_a: ModelView, view_b: ModelView, X_a: Tensor, X_b: Tensor,
-                        labels) -> dict[str, float]:
+                        labels, E_a_pinv: Tensor | None = None) -> dict[str, float]:
     """Test accuracy of a classifier trained on A, and of its transfers to B, beside chance.
 
     ``X_a``/``X_b`` are the test set's :func:`sentence_features` in models A and B (n, d_a) and
     (n, d_b), ``labels`` (n,) in {0, 1}. Keys, in this order: ``"chance (majority class)"``,
     ``"A, trained"``, ``"B, translated (E^+)"``, ``"B, translated (E^T)"``, ``"B, raw transfer"``
-    (NaN when the two models' d_model differ).
+    (NaN when the two models' d_model differ). ``E_a_pinv``: ``pinv(E_A)`` in float64 if already computed.
     """
     if len(labels) == 0:
         raise ValueError("No test labels: transfer accuracies need a non-empty test set.")
@@ -140,7 +149,7 @@ def transfer_accuracies(probe: LinearProbe, view_a: ModelView, view_b: ModelView
     return {
         "chance (majority class)": float(max(np.mean(labels), 1 - np.mean(labels))),
         "A, trained": probe.accuracy(X_a, labels),
-        "B, translated (E^+)": translate_probe(probe, view_a, view_b, "pinv").accuracy(X_b, labels),
+        "B, translated (E^+)": translate_probe(probe, view_a, view_b, "pinv", E_a_pinv).accuracy(X_b, labels),
         "B, translated (E^T)": translate_probe(probe, view_a, view_b, "transpose").accuracy(X_b, labels),
         "B, raw transfer": raw_transfer(probe, view_b).accuracy(X_b, labels) if same_width else float("nan"),
     }
