@@ -12,6 +12,7 @@ module              what it holds
 ``metrics``         SimAOU, SimAM_Δ, SimAM, Rec2FTP; ``SeedResult`` and ``TaskResult``
 ``report``          the chapter's tables (accuracies, paper table, controls) and figures
 ``profiles``        ``PROFILES``: run sizes of the quick and full chapter
+``study``           the chapter's whole study in one call (``run_chapter_study``), saved / loaded as JSON
 ``widgets``         the task / k / layer explorer (ipywidgets)
 ==================  ===========================================================================
 
