@@ -172,3 +172,33 @@ def test_real_tokenizers_share_strings_as_written(smollm, gemma):
         ib = tok_b.encode(text, add_special_tokens=False)
         j = shared.strings.index(text.encode())
         assert ia == [int(shared.ids_a[j])] and ib == [int(shared.ids_b[j])]
+
+
+def _hand_built(vocab: dict[str, int], decoder, added=(), special=()):
+    """A word-level tokenizer over ``vocab`` with ``decoder``; ``<unk>`` special, plus added and special tokens."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                                  unk_token="<unk>")
+    tok.backend_tokenizer.decoder = decoder
+    tok.add_tokens(list(added))
+    tok.add_special_tokens({"additional_special_tokens": list(special)})
+    return tok
+
+
+def test_token_bytes_of_hand_built_byte_level_and_sentencepiece_tokenizers():
+    from tokenizers import decoders
+
+    bpe = _hand_built({"<unk>": 0, "\u0120the": 1, "the": 2, "\u010a": 3, "\u00e2\u0122": 4}, decoders.ByteLevel(),
+                      special=["<|end|>"])
+    sp = _hand_built({"<unk>": 0, "\u2581the": 1, "the": 2, "<0x0A>": 3, "<0xE2>": 4, "\u2581\u2581": 5},
+                     decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]),
+                     added=["\n", "<td>"], special=["<start>"])
+    assert tokenizer_scheme(bpe) == "byte_level" and tokenizer_scheme(sp) == "sentencepiece"
+    a, b = token_bytes(bpe), token_bytes(sp)
+    assert a == [None, b" the", b"the", b"\n", b"\xe2\x80", None]  # <unk> and <|end|> are special
+    # <0x0A> is never written (the added "\n" token is), <0xE2> is the only id of its byte
+    assert b == [None, b" the", b"the", None, b"\xe2", b"  ", b"\n", b"<td>", None]
+    shared = shared_strings(a, b)
+    assert shared.strings == [b" the", b"the", b"\n"] and shared.ids_b.tolist() == [1, 2, 6]

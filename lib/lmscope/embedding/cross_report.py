@@ -56,7 +56,7 @@ def plot_cross_vocab(result: CrossVocabAlignment, group: str = "ff_values", name
     for ax, M, title in ((axes[0], S, "shared strings"), (axes[1], C, "shuffled string order (control)")):
         im = ax.imshow(M, vmin=lo, vmax=hi, aspect="auto", origin="lower", cmap="viridis")
         best = M.argmax(1)
-        ax.plot(best, np.arange(len(best)), "w.", ms=5, label="best layer of b")
+        ax.plot(best, np.arange(len(best)), "w.", ms=5, label=f"best layer of {names[1]}")
         ax.plot([0, M.shape[1] - 1], [0, M.shape[0] - 1], "w--", lw=0.8, label="same relative depth")
         ax.set_xticks(range(M.shape[1]), result.layers_b, fontsize=6)
         ax.set_yticks(range(M.shape[0]), result.layers_a, fontsize=6)

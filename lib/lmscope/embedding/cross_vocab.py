@@ -41,7 +41,7 @@ SCHEMES = ("auto", "byte_level", "sentencepiece")
 #: ``shuffles`` shuffled-order controls; ``n_perm`` random layer orders for :func:`depth_p_value`;
 #: ``lens_texts`` Shakespeare snippets for :mod:`lmscope.embedding.cross_lens` (not an alignment argument).
 PROFILES = {
-    "quick": dict(groups=("ff_values", "W_O"), n_units=128, every=1, unit_pairs=3, unit_sample=256, shuffles=2,
+    "quick": dict(groups=("ff_values", "W_O"), n_units=128, every=1, unit_pairs=3, unit_sample=256, shuffles=1,
                   n_perm=200, lens_texts=8),
     "full": dict(groups=("ff_keys", "ff_values", "W_Q", "W_K", "W_V", "W_O"), n_units=256, every=1,
                  unit_pairs=5, unit_sample=512, shuffles=2, n_perm=1000, lens_texts=48),
@@ -68,15 +68,24 @@ def piece_bytes(piece: str, scheme: str) -> bytes:
 
 
 def token_bytes(tokenizer, d_vocab: int | None = None, scheme: str = "auto") -> list[bytes | None]:
-    """What each id stands for, as bytes: a list of ``d_vocab`` entries (None: special/added or no token)."""
+    """What each id stands for, as bytes: a list of ``d_vocab`` entries (None: no string).
+
+    Special tokens stand for none; other added tokens (Gemma's ``\\n``, ``<table>``) for their text
+    as written; a ``<0xNN>`` byte token for none when a regular token has the same bytes (the
+    tokenizer never writes it then).
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"Unknown scheme '{scheme}': use one of {', '.join(SCHEMES)}.")
     scheme = tokenizer_scheme(tokenizer) if scheme == "auto" else scheme
     n = len(tokenizer) if d_vocab is None else min(d_vocab, len(tokenizer))
-    added = set(getattr(tokenizer, "added_tokens_decoder", {}) or {}) | set(tokenizer.all_special_ids or [])
+    added = dict(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    special = {i for i, tok in added.items() if getattr(tok, "special", True)} | set(tokenizer.all_special_ids or [])
     pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
-    out = [None if (i in added or not isinstance(p, str) or not p) else piece_bytes(p, scheme)
-           for i, p in enumerate(pieces)]
+    out = [None if (i in special or not isinstance(p, str) or not p) else
+           added[i].content.encode("utf-8") if i in added else piece_bytes(p, scheme) for i, p in enumerate(pieces)]
+    fallback = {i for i, p in enumerate(pieces) if out[i] is not None and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", p)}
+    regular = {out[i] for i in range(n) if out[i] is not None and i not in fallback}
+    out = [None if i in fallback and b in regular else b for i, b in enumerate(out)]
     return out + [None] * ((d_vocab or n) - n)
 
 
