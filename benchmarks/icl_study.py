@@ -31,7 +31,7 @@ from lmscope.icl.study import load_study, result_path, run_chapter_study, save_s
 def finetune_runs(sizes: dict, lr_given: bool = False) -> dict[str, int]:
     """SGD steps (each one GD and one LCGD step) per part on the main model, and on the second model."""
     k, n_ab = sizes["k"], len(sizes["ablation_seeds"])
-    same = tuple(sizes["ablation_seeds"]) == tuple(sizes["seeds"]) and sizes["ablation_n_test"] == sizes["n_test"]
+    same = set(sizes["ablation_seeds"]) <= set(sizes["seeds"]) and sizes["ablation_n_test"] == sizes["n_test"]
     grid = sizes["lr_grid"] if sizes["lr_grid"] and not lr_given else ()
     per_factor = {"loss_on": k, "k": CHANGED["k"], "read_at": k, "lr": 2 * k if grid else 0, "readout": k}
     return {"lr": len(grid) * k,

@@ -175,15 +175,18 @@ def run_chapter_study(
                                 n_test=sizes["n_test"], progress=say)
 
     def cells() -> None:
-        ab_task = sizes["ablation_task"]
-        ab_name = _names([ab_task])[0]
-        same = (ab_name in run.results and tuple(sizes["ablation_seeds"]) == seeds
-                and sizes["ablation_n_test"] == sizes["n_test"])
+        ab_task, ab_seeds = sizes["ablation_task"], tuple(sizes["ablation_seeds"])
+        base = run.results.get(_names([ab_task])[0])
+        if base is not None and set(ab_seeds) <= set(seeds) and sizes["ablation_n_test"] == sizes["n_test"]:
+            if ab_seeds != seeds:  # the paper cell is the main table's run of those seeds
+                base = TaskResult(base.task, base.k, [s for s in base.seeds if s.seed in ab_seeds], base.n_examples)
+        else:
+            base = None
         three = len(run.lr_choice) == 3
         run.cells = ablation(view, tokenizer, ab_task, run.lr_choice if three else (run.best_rate,), run.best_rate,
-                             seeds=sizes["ablation_seeds"], n_test=sizes["ablation_n_test"],
+                             seeds=ab_seeds, n_test=sizes["ablation_n_test"],
                              factors=[f for f in sizes["ablation_factors"] if f != "lr" or three], k=k,
-                             baseline=run.results[ab_name] if same else None, progress=say)
+                             baseline=base, progress=say)
 
     def second() -> None:
         other = sizes.get("second_model") if second_model is None else second_model
