@@ -22,3 +22,18 @@ def test_widget_layer_similarities_and_explorer():
     assert sims["sim_am_delta"]["lcgd"] == pytest.approx(res.seeds[0].sim_am_delta["lcgd"][:, 1].mean())
     box = icl_vs_gd_explorer(view, CharTokenizer(), {"toy": res}, tasks=[small_task()], ks=(3,))
     assert len(box.children) == 2
+
+
+def test_explorer_opens_on_a_computed_result(monkeypatch):
+    """With results at k=3 and k=5 offered too, the widget opens on k=3 and runs nothing at display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import lmscope.icl.widgets as icl_widgets
+
+    view = ModelView(make_tiny_model("llama"))
+    res = tiny_run(view)
+    monkeypatch.setattr(icl_widgets, "run_task", lambda *a, **kw: pytest.fail("ran a study at display"))
+    box = icl_widgets.icl_vs_gd_explorer(view, CharTokenizer(), {"toy": res}, tasks=[small_task()], ks=(3, 5))
+    k_picker = box.children[0].children[1]
+    assert k_picker.value == 3 and list(k_picker.options) == [3, 5]

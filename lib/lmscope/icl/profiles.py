@@ -11,7 +11,8 @@ built-in word tasks): ``word_tasks``, ``word_seeds``, ``word_n_test``. Learning 
 Cost on a 2-core CPU is in the finetuning: one LCGD step with the every-token loss reads 30 layers x
 the sequence through the 49,152-word unembedding (about 4x a GD step), 32 steps per run. ``full``
 is the protocol at a reduced test size; ``paper`` is the issue's size (200 test examples per task,
-hours on a CPU).
+hours on a CPU). ``quick`` runs every part at the smallest sizes that exercise it (k = 2: two
+demonstrations, two SGD steps per run).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _FULL = {
 }
 PROFILES = {
     "quick": {
-        "tasks": ("wordnet_category",), "k": 4, "seeds": (0,), "n_test": 4, "lr": 1e-3,
+        "tasks": ("wordnet_category",), "k": 2, "seeds": (0,), "n_test": 4, "lr": 1e-3,
         "word_tasks": ("antonyms",), "word_seeds": (0,), "word_n_test": 4,
         "lr_grid": None, "lr_n_eval": 4,
         "ablation_task": "wordnet_category", "ablation_factors": ("loss_on", "read_at"), "ablation_seeds": (0,),

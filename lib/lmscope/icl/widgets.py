@@ -48,7 +48,8 @@ def icl_vs_gd_explorer(
     cache: dict[tuple[str, int], TaskResult] = {(r.task, r.k): r for r in (results or {}).values()}
     ks = sorted(set(ks) | {k for _, k in cache})
     task_w = widgets.Dropdown(options=[(t.name if isinstance(t, Task) else t, t) for t in tasks], description="task")
-    k_w = widgets.Dropdown(options=ks, value=max(ks), description="k")
+    opening = max(k for _, k in cache) if cache else max(ks)  # open on a computed result: nothing runs at display
+    k_w = widgets.Dropdown(options=ks, value=opening, description="k")
     layer_w = widgets.IntSlider(value=0, min=0, max=view.cfg.n_layers - 1, description="layer")
     out = widgets.Output()
 
