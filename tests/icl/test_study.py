@@ -163,3 +163,13 @@ def test_an_interrupted_run_resumes_with_its_finished_parts(study, tmp_path):
     later = run_chapter_study(view, CharTokenizer(), {**sizes, "word_n_test": 2}, resume=load_study(path),
                               progress=None, dropped={"word_n_test": "time"})
     assert later.sizes["word_n_test"] == 2 and later.meta["dropped"] == {"word_n_test": "time"}
+
+
+def test_an_ablation_on_fewer_seeds_reuses_the_main_tables_runs_of_those_seeds(study, tmp_path):
+    view, _, _ = study
+    sizes = toy_sizes(seeds=(0, 1), ablation_seeds=(1,), lr_grid=None, lr=0.05, ablation_factors=("loss_on",))
+    run = run_chapter_study(view, CharTokenizer(), sizes, progress=None)
+    assert [s.seed for s in run.cells[0].result.seeds] == [1] and [s.seed for s in run.cells[1].result.seeds] == [1]
+    assert run.cells[0].result.seeds[0] is run.results["toy"].seeds[1]
+    loaded = load_study(save_study(run, tmp_path / "s.json"))
+    assert ablation_table(loaded.cells) == ablation_table(run.cells)
