@@ -64,6 +64,8 @@ def test_ff_baseline_tables():
     pre = {"model": "big", "gated": True, "d_ff": 1536, "zero": 0.0, "small": 0.3, "effective": 0.31}
     assert report.ff_baseline_table(base, pre)[1] == [["relu", "ReLU", 128, "50.0%", "55.0%", "30.0%"],
                                                       ["big", "gated", 1536, "0.0%", "30.0%", "31.0%"]]
-    assert report.ff_fraction_table(base)[1] == [["relu", 3, "2.3%", "0.100", "0.900", "+50.0%"]]
+    assert report.ff_fraction_table(base)[1] == [["relu", 3, "2.3%", "0.100", "0.900", "+50.0%", "-"]]
+    base[0].update(d_ff=3072 // 8, ks=[8], l1_kept={8: 0.1}, out_error={8: 0.9}, ppl_change={8: 0.5})  # 8/384 = 64/3072
+    assert report.ff_fraction_table(base)[1][0][-1] == "-0.02 (k=64)"
     with pytest.raises(ValueError, match="one ReLU and one gated"):
         report.ff_baseline_reading(base)

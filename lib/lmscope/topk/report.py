@@ -165,7 +165,7 @@ def ff_changes(ppl_rows: list[dict]) -> dict[int, float]:
     return {r["k"]: r["ppl"] / dense - 1 for r in ppl_rows if r["mode"] == "ff"}
 
 
-def ff_reading(name: str, ppl_rows: list[dict], stats: dict, d_ff: int) -> str:
+def ff_reading(name: str, ppl_rows: list[dict], stats: dict, d_ff: int, gated: bool = True) -> str:
     """The Markdown reading of the top-k FF table: every number from the same rows as :func:`ff_table`."""
     change = ff_changes(ppl_rows)
     t5 = PAPER_T5_FF["T5-base"]
@@ -173,7 +173,7 @@ def ff_reading(name: str, ppl_rows: list[dict], stats: dict, d_ff: int) -> str:
     near = min(change, key=lambda k: abs(k / d_ff - t5_frac))
     big = " and ".join(f"{m} loses {-PAPER_T5_FF[m]['delta_em'][64]:.1f} EM at k=64 ({64 / PAPER_T5_FF[m]['d_ff']:.1%})"
                     for m in ("T5-3B", "T5-11B"))
-    return (f"**Reading.** {name}'s gated FF coefficients: {stats['zero']:.1%} exactly zero, "
+    return (f"**Reading.** {name}'s {'gated' if gated else 'ungated'} FF coefficients: {stats['zero']:.1%} exactly zero, "
             f"{stats['small']:.1%} below 1% of the token's largest, effective share {stats['effective']:.1%} of "
             f"$d_{{ff}}$ (mean over layers). Top-k FF costs {', '.join(f'{pct(c)} at k={k}' for k, c in change.items())} "
             f"in perplexity. At the fraction where T5-base loses {-t5['delta_em'][64]:.2f} EM (k=64 of "
@@ -194,26 +194,45 @@ def ff_baseline_table(baseline: list[dict], pretrained: dict | None = None) -> t
 def ff_fraction_table(baseline: list[dict]) -> tuple[list[str], list[list]]:
     """Top-k FF by k / d_ff: per scratch model and k, the share of sum |m| kept, the FF output error and the
     perplexity change; beside the paper's T5 EM changes at the same k / d_ff where it has them."""
+    t5 = PAPER_T5_FF["T5-base"]
     out = []
     for r in baseline:
         for k in r["ks"]:
-            out.append([r["model"], k, f"{100 * k / r['d_ff']:.1f}%", f"{r['l1_kept'][k]:.3f}",
-                        f"{r['out_error'][k]:.3f}", pct(r["ppl_change"][k])])
-    return ["model", "k", "k / d_ff", "share of sum |m| kept", "FF output error", "perplexity change"], out
+            frac = k / r["d_ff"]
+            paper = [f"{d:+.2f} (k={kt})" for kt, d in t5["delta_em"].items() if abs(kt / t5["d_ff"] - frac) < 0.001]
+            out.append([r["model"], k, f"{100 * frac:.1f}%", f"{r['l1_kept'][k]:.3f}",
+                        f"{r['out_error'][k]:.3f}", pct(r["ppl_change"][k]), paper[0] if paper else "-"])
+    return ["model", "k", "k / d_ff", "share of sum |m| kept", "FF output error", "perplexity change",
+            "T5-base EM change, paper (same k / d_ff)"], out
 
 
 def ff_baseline_reading(baseline: list[dict]) -> str:
-    """The Markdown reading of the scratch ReLU vs gated comparison, numbers from ``baseline``."""
+    """The Markdown reading of the scratch ReLU vs gated comparison, numbers (and which way each
+    comparison goes) from ``baseline``."""
     by = {("relu" if not r["gated"] else "gated"): r for r in baseline}
     if set(by) != {"relu", "gated"}:
         raise ValueError("ff_baseline_reading needs one ReLU and one gated model in the baseline rows")
     relu, gated = by["relu"], by["gated"]
     k_r, k_g = relu["ks"][0], gated["ks"][0]
+    sparser = relu["effective"] < gated["effective"] and relu["small"] > gated["small"]
+    cheaper = relu["ppl_change"][k_r] < gated["ppl_change"][k_g]
+    if sparser and not cheaper and relu["out_error"][k_r] <= 1.25 * gated["out_error"][k_g]:
+        verdict = ("so the sparser coefficients did not make top-k FF cheaper here: at a comparable FF output error "
+                   "the ReLU model loses more perplexity, i.e. it depends more on what its FF layers write")
+    elif sparser and not cheaper:
+        verdict = ("so the sparser coefficients did not make top-k FF cheaper here: top-k leaves a larger error in "
+                   "the ReLU model's FF output")
+    elif sparser:
+        verdict = "so here the sparser ReLU coefficients also make top-k FF cheaper, as the paper's reasoning expects"
+    else:
+        verdict = "so in this pair the ReLU coefficients are not the sparser ones by these measures"
     return (f"**Reading.** Trained the same way, the ReLU model's FF coefficients are {relu['zero']:.1%} exactly "
-            f"zero (effective share {relu['effective']:.1%} of $d_{{ff}}$), the SwiGLU model's {gated['zero']:.1%} "
-            f"(effective share {gated['effective']:.1%}). At the smallest k tried ({k_r / relu['d_ff']:.1%} of "
-            f"$d_{{ff}}$) top-k keeps {relu['l1_kept'][k_r]:.1%} of $\\sum|m|$ for ReLU and {gated['l1_kept'][k_g]:.1%} "
-            f"for SwiGLU, and costs {pct(relu['ppl_change'][k_r])} and {pct(gated['ppl_change'][k_g])} in "
-            "perplexity. This is a controlled small-scale baseline (models of a few million parameters trained "
-            "for minutes on Shakespeare), not GPT-2 or T5: it measures what the FF type alone does to the "
-            "coefficients here, not what it does at the paper's scale.")
+            f"zero and {relu['small']:.1%} below 1% of the token's largest (effective share {relu['effective']:.1%} "
+            f"of $d_{{ff}}$); the SwiGLU model's {gated['zero']:.1%} and {gated['small']:.1%} (effective share "
+            f"{gated['effective']:.1%}). At the smallest k tried ({k_r / relu['d_ff']:.1%} of $d_{{ff}}$) top-k keeps "
+            f"{relu['l1_kept'][k_r]:.1%} of $\\sum|m|$ for ReLU and {gated['l1_kept'][k_g]:.1%} for SwiGLU (FF output "
+            f"error {relu['out_error'][k_r]:.2f} and {gated['out_error'][k_g]:.2f}) and costs "
+            f"{pct(relu['ppl_change'][k_r])} and {pct(gated['ppl_change'][k_g])} in perplexity; {verdict}. "
+            "This is a controlled small-scale baseline (models of a few million parameters trained for minutes on "
+            "Shakespeare, the ReLU one a GPT-2 block), not GPT-2 or T5: it measures the FF types side by side here, "
+            "not at the paper's scale.")
