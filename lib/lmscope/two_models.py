@@ -18,6 +18,7 @@ CHAPTER_TITLES = {
     "02_lm_debugger": "An LM debugger",
     "03_topk_attention": "Top-k attention",
     "04_icl_vs_gd": "In-context learning vs. gradient descent",
+    "05_across_vocabularies": "Across vocabularies (SmolLM2 vs Gemma 3, chapter 05)",
 }
 
 # What a difference between the two models in each chapter's numbers is about: the models, or
@@ -38,6 +39,8 @@ CHAPTER_NOTES = {
                          "is (Gemma 3 has sliding-window layers, SmolLM2 none), which is about the model.",
     "04_icl_vs_gd": "Accuracies are about the model (what it can do in context); whether LCGD is at least as "
                     "similar to ICL as GD is the method's claim, and it should hold or fail on both alike.",
+    "05_across_vocabularies": "One experiment across both models (saved under the first): numbers are [real, shuffled "
+                              "control] pairs, so there is no second column to compare.",
 }
 
 
