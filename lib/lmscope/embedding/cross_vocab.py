@@ -3,17 +3,17 @@
 The paper aligns models that share one vocabulary. Two independently trained models with their
 own tokenizers (SmolLM2: byte-level BPE, 49,152 ids; Gemma 3: SentencePiece, 262,144 ids) still
 share many token *strings*. :func:`token_bytes` turns every id into the bytes it stands for
-(byte-level ``Ġ`` and SentencePiece ``▁`` both become a space, ``<0xNN>`` byte tokens a byte;
-special and added tokens none), :func:`shared_strings` keeps the strings that are exactly one id
-in each model, in one common order. Restricted to those columns, ``E_a[:, ids_a]`` (d_a, n) and
-``E_b[:, ids_b]`` (d_b, n) index the same n coordinates, so the paper's kernel-trick correlations
+(byte-level ``Ġ`` and SentencePiece ``▁`` both become a space, ``<0xNN>`` a byte; special tokens
+none), :func:`shared_strings` keeps the strings that are exactly one id in each model, in one
+common order. Restricted to those columns, ``E_a[:, ids_a]`` (d_a, n) and ``E_b[:, ids_b]``
+(d_b, n) index the same n coordinates, so the paper's kernel-trick correlations
 (:class:`lmscope.embedding.alignment.VocabGram`) apply unchanged, even for d_a != d_b.
 
 Raw-space alignment is not defined here (576 vs 640 coordinates with no common meaning). The
-control is the same computation with the shared-string order shuffled for model b
-(``shuffle=seed``): every marginal statistic is kept, only the string correspondence is broken.
-Across different depths, the summary is relative depth: the Spearman correlation between a
-layer's index in model a and the index of its best-matching layer in model b (:func:`depth_rank`).
+control is the same computation over ``shared.shuffled(seed)``, model b's ids in a random order:
+every marginal statistic is kept, only the string correspondence is broken. Across different
+depths the summary is the relative-depth order of the paper's Hungarian layer matching
+(:func:`depth_rank`), also after dividing out each layer's overall level (:func:`levels_removed`).
 """
 
 from __future__ import annotations
