@@ -24,7 +24,7 @@ name               what it sizes
 """
 
 PROFILES = {
-    "quick": dict(n_texts=3, val_positions=200, val_every=15, keepk_vectors=200, keepk_ks=(512, 4096, 20000),
+    "quick": dict(n_texts=3, val_positions=100, val_every=15, keepk_vectors=100, keepk_ks=(512, 4096, 20000),
                   scratch=dict(d_model=64, n_layers=2, n_heads=2, d_ff=128, seq_len=32, batch=8, steps=80),
                   stitch_blocks=100, stitch_test=96, align_sample=16, align_every=3, match_layers=1,
                   align_groups=("ff_values", "W_Q"), n_train=80, n_test=60, ft_steps=15, pair_vocab=6000,
