@@ -173,3 +173,26 @@ def test_an_ablation_on_fewer_seeds_reuses_the_main_tables_runs_of_those_seeds(s
     assert run.cells[0].result.seeds[0] is run.results["toy"].seeds[1]
     loaded = load_study(save_study(run, tmp_path / "s.json"))
     assert ablation_table(loaded.cells) == ablation_table(run.cells)
+
+
+def test_a_half_done_ablation_keeps_its_cells_when_a_factor_is_cut(study, tmp_path):
+    view, _, _ = study
+    sizes = toy_sizes(lr_grid=None, lr=0.05, ablation_factors=("loss_on", "read_at"))
+    path = tmp_path / "partial.json"
+
+    def save_then_stop(run):
+        save_study(run, path)
+        if [c.factor for c in run.cells] == ["paper", "loss_on"]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_chapter_study(view, CharTokenizer(), sizes, on_part=save_then_stop, progress=None)
+    partial = load_study(path)
+    assert "ablation" in partial.meta["partial"] and "ablation" not in partial.meta["parts"]
+    said = []
+    done = run_chapter_study(view, CharTokenizer(), {**sizes, "ablation_factors": ("loss_on",)}, resume=partial,
+                             progress=said.append, dropped={"ablation_factors": "time"})
+    assert "ablation: loss_on kept from the saved partial run" in said and done.meta["partial"] == {}
+    assert [c.factor for c in done.cells] == ["paper", "loss_on"] and done.complete
+    assert ablation_table(done.cells) == ablation_table(partial.cells)
+    assert set(done.seconds) == set(PARTS)

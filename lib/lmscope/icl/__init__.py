@@ -13,6 +13,7 @@ module              what it holds
 ``report``          the chapter's tables (accuracies, paper table, controls) and figures
 ``profiles``        ``PROFILES``: run sizes of the quick and full chapter
 ``study``           the chapter's whole study in one call (``run_chapter_study``), saved / loaded as JSON
+``study_json``      ``SeedResult`` / ``TaskResult`` as JSON and back, every array exact
 ``widgets``         the task / k / layer explorer (ipywidgets)
 ==================  ===========================================================================
 

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from lmscope.core.view import ModelView
 from lmscope.icl.ablation import Cell, ablation, choose_lrs
 from lmscope.icl.builtin_tasks import get_task
-from lmscope.icl.metrics import SeedResult, TaskResult
-from lmscope.icl.runs import run_study, step_seconds, untrained_model
+from lmscope.icl.metrics import TaskResult
+from lmscope.icl.runs import run_study, run_task, step_seconds, untrained_model
+from lmscope.icl.study_json import results_from, results_json, task_from, task_json
 from lmscope.icl.tasks import Task
 
 FORMAT_VERSION = 1
@@ -47,6 +47,10 @@ PART_SIZES = {"lr": ("lr", "lr_grid", "lr_n_eval", "ablation_task", "k"), "main"
               "control": ("control_tasks", "control_n_test", "tasks", "seeds", "k"),
               "words": ("word_tasks", "word_seeds", "word_n_test", "k"), "steps": ("tasks", "k"),
               "second_model": ("second_model", "ablation_task", "ablation_seeds", "ablation_n_test", "k")}
+
+
+# Run sizes that choose items a part runs one by one (kept partial results of other items stay valid).
+_PER_ITEM = ("tasks", "word_tasks", "ablation_factors")
 
 
 class StudyFileError(ValueError):
@@ -124,7 +128,8 @@ def run_chapter_study(
     ``(view, tokenizer)`` pair; None: ``sizes["second_model"]`` (None there: skipped). ``lr``: one
     rate for everything instead of the choice on validation examples. ``model`` / ``profile``: the
     names recorded (default ``view.name``). ``resume``: a partial run whose finished parts are kept;
-    ``on_part(run)`` is called after every part (to save progress). ``dropped``: {run size: why}
+    ``on_part(run)`` is called after every part, task and ablation cell (to save progress;
+    ``meta["partial"]`` names the parts half done). ``dropped``: {run size: why}
     for sizes cut from what the profile asks (recorded in ``meta["dropped"]``, see :func:`mismatch`).
     """
     say = progress or (lambda msg: None)
@@ -147,18 +152,48 @@ def run_chapter_study(
     task_names, k, seeds = list(sizes["tasks"]), int(sizes["k"]), tuple(sizes["seeds"])
     names = _names(task_names)
 
+    partial = run.meta.setdefault("partial", {})  # part -> the sizes its kept partial results were run with
+    keyed = lambda p: {key: run.sizes.get(key) for key in PART_SIZES[p] if key not in _PER_ITEM}  # noqa: E731
+    for p in [p for p, kept in partial.items() if kept != keyed(p)]:
+        say(f"{p}: run sizes changed, its partial results are dropped")
+        del partial[p]
+        {"main": run.results, "words": run.word_results}.get(p, {}).clear()
+        run.cells = [] if p == "ablation" else run.cells
+
+    def save() -> None:
+        run.meta["total_seconds"] = previous_total + time.perf_counter() - start
+        if on_part is not None:
+            on_part(run)
+
+    def checkpoint(name: str) -> None:  # a part's results so far, with the sizes they hold for
+        partial[name] = keyed(name)
+        save()
+
     def part(name: str, fn: Callable[[], None]) -> None:
         if name in run.meta["parts"]:
             say(f"{name}: kept from the saved partial run")
             return
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), run.seconds.get(name + "_partial", 0.0)  # earlier processes' share
         fn()
-        run.seconds[name] = time.perf_counter() - t0
+        run.seconds[name] = before + time.perf_counter() - t0
+        run.seconds.pop(name + "_partial", None)
         run.meta["parts"].append(name)
-        run.meta["total_seconds"] = previous_total + time.perf_counter() - start
+        partial.pop(name, None)
         say(f"[{name}: {run.seconds[name]:.0f} s]")
-        if on_part is not None:
-            on_part(run)
+        save()
+
+    def each_task(name: str, store: dict, tasks, **kwargs) -> None:
+        """run_task for every task not in ``store`` yet, a checkpoint after each."""
+        for n in [n for n in store if n not in _names(tasks)]:
+            del store[n]  # a task cut from the list since
+        for t, n in zip(tasks, _names(tasks)):
+            if n in store:
+                say(f"{name}: {n} kept from the saved partial run")
+                continue
+            t0 = time.perf_counter()
+            store[n] = run_task(view, tokenizer, t, k=k, lr=run.best_rate, progress=say, **kwargs)
+            run.seconds[name + "_partial"] = run.seconds.get(name + "_partial", 0.0) + time.perf_counter() - t0
+            checkpoint(name)
 
     def choose() -> None:
         if lr is not None:
@@ -171,8 +206,7 @@ def run_chapter_study(
         say(f"learning rate {run.best_rate:g} (the three of the ablation: {run.lr_choice})")
 
     def main() -> None:
-        run.results = run_study(view, tokenizer, task_names, k=k, seeds=seeds, lr=run.best_rate,
-                                n_test=sizes["n_test"], progress=say)
+        each_task("main", run.results, task_names, seeds=seeds, n_test=sizes["n_test"])
 
     def cells() -> None:
         ab_task, ab_seeds = sizes["ablation_task"], tuple(sizes["ablation_seeds"])
@@ -183,10 +217,21 @@ def run_chapter_study(
         else:
             base = None
         three = len(run.lr_choice) == 3
-        run.cells = ablation(view, tokenizer, ab_task, run.lr_choice if three else (run.best_rate,), run.best_rate,
-                             seeds=ab_seeds, n_test=sizes["ablation_n_test"],
-                             factors=[f for f in sizes["ablation_factors"] if f != "lr" or three], k=k,
-                             baseline=base, progress=say)
+        common = dict(seeds=ab_seeds, n_test=sizes["ablation_n_test"], k=k, progress=say)
+        lrs = run.lr_choice if three else (run.best_rate,)
+        if not run.cells:
+            run.cells = ablation(view, tokenizer, ab_task, lrs, run.best_rate, factors=(), baseline=base, **common)
+        factors = [f for f in sizes["ablation_factors"] if f != "lr" or three]
+        run.cells = [c for c in run.cells if c.factor == "paper" or c.factor in factors]
+        for f in factors:
+            if f in {c.factor for c in run.cells}:
+                say(f"ablation: {f} kept from the saved partial run")
+                continue
+            t0 = time.perf_counter()
+            run.cells += ablation(view, tokenizer, ab_task, lrs, run.best_rate, factors=(f,),
+                                  baseline=run.cells[0].result, **common)[1:]
+            run.seconds["ablation_partial"] = run.seconds.get("ablation_partial", 0.0) + time.perf_counter() - t0
+            checkpoint("ablation")
 
     def second() -> None:
         other = sizes.get("second_model") if second_model is None else second_model
@@ -218,8 +263,8 @@ def run_chapter_study(
                                 n_test=sizes["control_n_test"], progress=say)
 
     def words() -> None:
-        run.word_results = run_study(view, tokenizer, sizes["word_tasks"], k=k, seeds=sizes["word_seeds"],
-                                     lr=run.best_rate, n_test=sizes["word_n_test"], progress=say)
+        each_task("words", run.word_results, list(sizes["word_tasks"]), seeds=sizes["word_seeds"],
+                  n_test=sizes["word_n_test"])
 
     def steps() -> None:
         task0 = get_task(task_names[0])
@@ -236,79 +281,30 @@ def run_chapter_study(
 # -- JSON --------------------------------------------------------------------------------------------
 
 
-def _array(a) -> dict | None:
-    if a is None:
-        return None
-    a = np.asarray(a)
-    return {"dtype": str(a.dtype), "shape": list(a.shape), "data": a.ravel().tolist()}
-
-
-def _unarray(d: dict | None) -> np.ndarray | None:
-    if d is None:
-        return None
-    return np.asarray(d["data"], dtype=d["dtype"]).reshape(d["shape"])
-
-
-_ARRAY_DICTS = ("correct", "sim_aou", "sim_am_delta", "sim_am", "update_norm", "attn_change")
-
-
-def _seed_json(s: SeedResult) -> dict:
-    out = {"task": s.task, "seed": s.seed, "k": s.k, "lr": s.lr, "random_sim_aou": _array(s.random_sim_aou),
-           "losses": {m: [float(x) for x in v] for m, v in s.losses.items()}, "skipped": dict(s.skipped),
-           "seconds": {m: float(v) for m, v in s.seconds.items()}}
-    out |= {name: {m: _array(v) for m, v in getattr(s, name).items()} for name in _ARRAY_DICTS}
-    return out
-
-
-def _seed_from(d: dict) -> SeedResult:
-    s = SeedResult(d["task"], d["seed"], d["k"], d["lr"], {m: _unarray(v) for m, v in d["correct"].items()})
-    for name in _ARRAY_DICTS[1:]:
-        setattr(s, name, {m: _unarray(v) for m, v in d[name].items()})
-    s.random_sim_aou = _unarray(d["random_sim_aou"])
-    s.losses, s.skipped, s.seconds = d["losses"], d["skipped"], d["seconds"]
-    return s
-
-
-def _task_json(r: TaskResult) -> dict:
-    return {"task": r.task, "k": r.k, "n_examples": r.n_examples, "seeds": [_seed_json(s) for s in r.seeds]}
-
-
-def _task_from(d: dict) -> TaskResult:
-    return TaskResult(d["task"], d["k"], [_seed_from(s) for s in d["seeds"]], d["n_examples"])
-
-
-def _results_json(results: dict[str, TaskResult]) -> dict:
-    return {name: _task_json(r) for name, r in results.items()}
-
-
-def _results_from(d: dict) -> dict[str, TaskResult]:
-    return {name: _task_from(r) for name, r in d.items()}
-
-
 def study_json(run: StudyRun) -> dict:
     """The run as a JSON-ready dict; an ablation cell that reuses a main-table result points to it."""
 
     def cell(c: Cell) -> dict:
         same = [n for n, r in run.results.items() if r is c.result]
-        result = {"same_as": same[0]} if same else _task_json(c.result)
+        result = {"same_as": same[0]} if same else task_json(c.result)
         return {"factor": c.factor, "value": c.value, "model": c.model, "result": result}
 
     return {"format": "lmscope.icl.study", "version": FORMAT_VERSION, "model": run.model, "profile": run.profile,
             "sizes": run.sizes, "meta": run.meta, "lr_choice": list(run.lr_choice), "best_rate": run.best_rate,
-            "sweep_rows": run.sweep_rows, "results": _results_json(run.results),
-            "word_results": _results_json(run.word_results), "control": _results_json(run.control),
+            "sweep_rows": run.sweep_rows, "results": results_json(run.results),
+            "word_results": results_json(run.word_results), "control": results_json(run.control),
             "cells": [cell(c) for c in run.cells], "second_note": run.second_note, "step": run.step,
             "step_task": run.step_task, "seconds": run.seconds}
 
 
 def study_from(d: dict) -> StudyRun:
     """The :class:`StudyRun` of a dict that :func:`study_json` wrote."""
-    results = _results_from(d["results"])
+    results = results_from(d["results"])
     cells = [Cell(c["factor"], c["value"], c["model"],
-                  results[c["result"]["same_as"]] if "same_as" in c["result"] else _task_from(c["result"]))
+                  results[c["result"]["same_as"]] if "same_as" in c["result"] else task_from(c["result"]))
              for c in d["cells"]]
     return StudyRun(d["model"], d["profile"], d["sizes"], tuple(d["lr_choice"]), d["best_rate"], d["sweep_rows"],
-                    results, _results_from(d["word_results"]), _results_from(d["control"]), cells, d["second_note"],
+                    results, results_from(d["word_results"]), results_from(d["control"]), cells, d["second_note"],
                     d["step"], d["step_task"], d["seconds"], d["meta"])
 
 
