@@ -8,7 +8,8 @@
 Runs :func:`lmscope.icl.study.run_chapter_study` with the profile's run sizes and writes
 ``benchmarks/results/icl_study_<model>_<profile>.json`` after every part (``meta.parts`` says which
 are done; a partial file is not read by the chapter). ``--set KEY=JSON`` replaces a run size and
-records it in ``meta.dropped`` with the profile's value and ``--why``, so the chapter says what was cut.
+records it in ``meta.dropped`` with the profile's value and ``--why KEY=TEXT``, so the chapter says what
+was cut. Tasks and ablation cells are saved one by one, so a resumed run with fewer of them keeps those done.
 """
 
 from __future__ import annotations
@@ -61,19 +62,22 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", default="full", choices=sorted(PROFILES))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="replace a run size")
-    ap.add_argument("--why", default="cut to finish within the session's time", help="reason recorded for --set")
+    ap.add_argument("--why", action="append", default=[], metavar="KEY=TEXT",
+                    help="the reason recorded for --set KEY (default: to finish within the session's time)")
     ap.add_argument("--estimate", action="store_true", help="print per-step times and an estimate, then stop")
     ap.add_argument("--resume", action="store_true", help="keep the finished parts of a partial run's JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile_sizes = settings(PROFILES, args.profile)
     sizes, dropped = dict(profile_sizes), {}
+    why = dict(item.partition("=")[::2] for item in args.why)
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in sizes:
             ap.error(f"--set {item}: no run size {key!r}; the profile has {', '.join(sizes)}")
         sizes[key] = json.loads(value)
-        dropped[key] = f"{sizes[key]!r} instead of the profile's {profile_sizes[key]!r}: {args.why}"
+        dropped[key] = (f"{sizes[key]!r} instead of the profile's {profile_sizes[key]!r}: "
+                        + why.get(key, "to finish within the session's time"))
     lm, tok = load_model(args.model)
     view = ModelView(lm)
     if args.estimate:
