@@ -22,3 +22,11 @@ def test_length_sweep_sizes_fit_together(profile):
     assert all(p["len_tokens"] >= length for length in p["lengths"])  # at least one block per length
     assert set(p["first_ks"]) <= set(p["attn_ks"])  # keep-first is read against plain top-k at the same k
     assert set(p["mass_ks"]) <= set(p["attn_ks"])
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_a_live_sweep_gives_the_saved_headline_numbers(profile):
+    """The chapter saves the perplexity change at k=64 and k=256 (never null): a live sweep has a length above both."""
+    p = PROFILES[profile]
+    assert {64, 256} <= set(p["attn_ks"]) and max(p["lengths"]) > 256
+    assert p["ff_fractions"] and all(0 < f <= 1 for f in p["ff_fractions"])
