@@ -92,3 +92,23 @@ def test_copy_recovery_scores_the_matching_against_the_truth():
     # a wrong truth is scored as wrong
     shuffled = CopyTruth(truth.rotation, truth.head_perm, truth.kv_perm, [p[::-1] for p in truth.ff_perm])
     assert copy_recovery(a, b, shuffled, [1], spaces=("embedding",)).units["embedding"][0] < 0.2
+
+
+def test_aligners_of_the_same_two_models_share_one_gram():
+    """The VocabGram of a pair is computed once, per token mask, and again after an in-place edit of W_U."""
+    from lmscope.embedding.alignment import Aligner, shared_gram
+
+    a, b = ModelView(make_tiny_model("llama", seed=0)), ModelView(make_tiny_model("llama", seed=1))
+    first = Aligner(a, b).gram
+    assert Aligner(a, b).gram is first and shared_gram(a, b) is first
+    torch.testing.assert_close(first.C12, VocabGram.of(a.W_U, b.W_U).C12, rtol=0, atol=0)
+    tokens = torch.arange(a.cfg.d_vocab) % 3 > 0
+    masked = Aligner(a, b, tokens=tokens).gram
+    assert masked is not first and Aligner(a, b, tokens=tokens.clone()).gram is masked
+    torch.testing.assert_close(masked.C11, VocabGram.of(a.W_U[:, tokens], b.W_U[:, tokens]).C11, rtol=0, atol=0)
+    assert Aligner(b, a).gram is not first  # the order of the pair matters (C12 vs C21)
+    with torch.no_grad():
+        b.model.lm_head.weight.mul_(2.0)
+    edited = Aligner(a, b).gram
+    assert edited is not first
+    torch.testing.assert_close(edited.C22, VocabGram.of(a.W_U, b.W_U).C22, rtol=0, atol=0)

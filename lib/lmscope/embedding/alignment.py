@@ -20,6 +20,8 @@ matching recovers, in embedding and in raw space.
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +74,32 @@ class VocabGram:
                    E2 @ E2.T / V - torch.outer(m2, m2))
 
 
+#: VocabGrams already computed, per pair of unembedding weights (by id, checked through weak references, so
+#: an entry of a freed model is never reused) and per weight versions (an in-place edit bumps them) and token
+#: mask: every Aligner of the same two models shares one.
+_GRAMS: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, dict]] = {}
+
+
+def shared_gram(view_a: ModelView, view_b: ModelView, tokens: Tensor | None = None) -> VocabGram:
+    """``VocabGram.of`` the two unembeddings (columns ``tokens`` only, if given), computed once per pair."""
+    wa = view_a.model.get_submodule(view_a.family.unembed).weight
+    wb = view_b.model.get_submodule(view_b.family.unembed).weight
+    for pair in [p for p, (ra, rb, _) in _GRAMS.items() if ra() is None or rb() is None]:
+        del _GRAMS[pair]  # a model that is gone
+    ra, rb, grams = _GRAMS.get((id(wa), id(wb)), (None, None, None))
+    if ra is None or ra() is not wa or rb() is not wb:
+        grams = {}
+        _GRAMS[id(wa), id(wb)] = (weakref.ref(wa), weakref.ref(wb), grams)
+    mask = None if tokens is None else hashlib.blake2b(tokens.cpu().numpy().tobytes(), digest_size=16).hexdigest()
+    key = (wa._version, wb._version, mask)
+    if key not in grams:
+        Ea, Eb = view_a.W_U, view_b.W_U
+        if tokens is not None:
+            Ea, Eb = Ea[:, tokens], Eb[:, tokens]
+        grams[key] = VocabGram.of(Ea, Eb)
+    return grams[key]
+
+
 def _unit_rows(X: Tensor, cov: Tensor) -> Tensor:
     var = ((X @ cov) * X).sum(1).clamp_min(1e-30)  # (n,)
     return var.rsqrt()
@@ -108,12 +136,10 @@ class Aligner:
         if space == "raw" and view_a.cfg.d_model != view_b.cfg.d_model:
             raise ValueError("Raw-space alignment needs models of the same d_model; use space='embedding'.")
         self.view_a, self.view_b, self.space = view_a, view_b, space
-        Ea, Eb = view_a.W_U, view_b.W_U
-        if tokens is not None:
-            if tokens.shape != (Ea.shape[1],) or tokens.dtype != torch.bool:
-                raise ValueError(f"tokens must be a bool mask of shape ({Ea.shape[1]},), got {tuple(tokens.shape)}.")
-            Ea, Eb = Ea[:, tokens], Eb[:, tokens]
-        self.gram = VocabGram.of(Ea, Eb) if space == "embedding" else None
+        V = view_a.W_U.shape[1]
+        if tokens is not None and (tokens.shape != (V,) or tokens.dtype != torch.bool):
+            raise ValueError(f"tokens must be a bool mask of shape ({V},), got {tuple(tokens.shape)}.")
+        self.gram = shared_gram(view_a, view_b, tokens) if space == "embedding" else None
 
     def prepared(self, side: str, layer: int, group: str, rows: Tensor | None = None) -> Tensor:
         """Rows of one group, transformed so that correlations are plain dot products: (n, d)."""
