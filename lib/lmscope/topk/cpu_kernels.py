@@ -22,9 +22,16 @@ its key/value group; ``q``/``out`` are (heads, Tq, D), ``k``/``v`` (groups, Tk, 
 from __future__ import annotations
 
 import math
+import os
 
 import numba as nb
 import numpy as np
+
+# numba's own thread pool, not OpenMP: with the "omp" layer (numba's default pick where libgomp is found),
+# every torch op of the process ran about 4x slower after the first parallel kernel (two OpenMP runtimes
+# in one process). An explicit NUMBA_THREADING_LAYER is left alone.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    nb.config.THREADING_LAYER = "workqueue"
 
 #: Float rewrites allowed: reassociation etc. so reductions vectorise; no "ninf" (masked scores are -inf).
 FAST = {"nnan", "nsz", "arcp", "contract", "reassoc"}
