@@ -18,7 +18,7 @@ PROFILES = {
                   mass_ks=[64, 256], ff_ks=[256], seq_len=256, n_blocks=1,
                   scratch=dict(d_model=64, n_layers=2, n_heads=2, d_ff=128, seq_len=32, batch=8, steps=80),
                   scratch_blocks=8, ff_fractions=[1 / 48, 1 / 6], bench_lengths=[256, 512], bench_in_process=True,
-                  lo_len=48, lo_train=1000, lo_test=200, lo_steps=40, lo_topk=8),
+                  lo_len=48, lo_train=1000, lo_test=200, lo_steps=20, lo_topk=8),
     "full": dict(n_icl=30, icl_ks=[4, 8, 32], attn_ks=[16, 64, 256], lengths=[512, 1024], len_tokens=2048,
                  first_ks=[64], mass_ks=[16, 64, 256], ff_ks=[32, 64, 128, 256, 512, 1024], seq_len=512,
                  n_blocks=4, scratch={}, scratch_blocks=64, ff_fractions=[1 / 48, 1 / 12, 1 / 6, 1 / 3],
