@@ -28,6 +28,6 @@ def test_profiles_name_the_same_sizes_and_real_tasks():
         task = get_task(name)
         assert len(task.test_set) == 200 and len(task.validation(32, 0)) >= PROFILES["paper"]["lr_n_eval"]
     quick = settings(PROFILES, "quick", tasks=None, seeds=(3,))
-    assert quick["tasks"] == ("wordnet_category",) and quick["seeds"] == (3,) and quick["n_test"] == 4
+    assert quick["tasks"] == ("wordnet_category",) and quick["seeds"] == (3,) and quick["n_test"] == 2
     with pytest.raises(ValueError, match="Unknown profile"):
         settings(PROFILES, "medium")

@@ -12,7 +12,7 @@ Cost on a 2-core CPU is in the finetuning: one LCGD step with the every-token lo
 the sequence through the 49,152-word unembedding (about 4x a GD step), 32 steps per run. ``full``
 is the protocol at a reduced test size; ``paper`` is the issue's size (200 test examples per task,
 hours on a CPU). ``quick`` runs every part at the smallest sizes that exercise it (k = 2: two
-demonstrations, two SGD steps per run).
+demonstrations, two SGD steps per run; two test examples per table).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ _FULL = {
 }
 PROFILES = {
     "quick": {
-        "tasks": ("wordnet_category",), "k": 2, "seeds": (0,), "n_test": 4, "lr": 1e-3,
-        "word_tasks": ("antonyms",), "word_seeds": (0,), "word_n_test": 4,
+        "tasks": ("wordnet_category",), "k": 2, "seeds": (0,), "n_test": 2, "lr": 1e-3,
+        "word_tasks": ("antonyms",), "word_seeds": (0,), "word_n_test": 2,
         "lr_grid": None, "lr_n_eval": 4,
         "ablation_task": "wordnet_category", "ablation_factors": ("loss_on", "read_at"), "ablation_seeds": (0,),
-        "ablation_n_test": 4, "second_model": None,
-        "control_tasks": ("wordnet_category",), "control_n_test": 4,
+        "ablation_n_test": 2, "second_model": None,
+        "control_tasks": ("wordnet_category",), "control_n_test": 2,
     },
     "full": _FULL,
     "paper": {**_FULL, "n_test": 200, "word_seeds": (0, 1, 2), "word_n_test": 100, "lr_n_eval": 64,
