@@ -85,7 +85,12 @@ def reading(values: dict[str, object]) -> str:
     nums = {m: v for m, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
             and not (isinstance(v, float) and math.isnan(v))}
     if len(nums) < 2:
-        return "one model only" if len(values) > 1 else ""
+        present = [v for v in values.values() if v is not None and v != "–"]
+        if len(values) < 2:
+            return ""
+        if len(present) < 2:
+            return "one model only"
+        return "the same on both" if all(v == present[0] for v in present) else "see the columns (not one number)"
     (m_lo, lo), (m_hi, hi) = min(nums.items(), key=lambda x: x[1]), max(nums.items(), key=lambda x: x[1])
     scale = max(abs(lo), abs(hi), 1e-12)
     if (hi - lo) / scale < 0.05:

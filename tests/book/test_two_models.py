@@ -26,6 +26,10 @@ def test_table_has_a_column_per_model_and_a_reading(tmp_path):
     assert table.splitlines()[0] == "| chapter | number | small | big | reading |"
     assert "higher on small (20 vs 12)" in table and "| – |" in table
     assert reading({"a": 1.0, "b": 1.01}) == "about equal (within 5%)"
+    # values that are not one number (pairs, recipes) are compared as they are, never "one model only"
+    assert reading({"a": "0.1 / 0.2", "b": "0.1 / 0.2"}) == "the same on both"
+    assert reading({"a": "0.1 / 0.2", "b": "0.3 / 0.2"}) == "see the columns (not one number)"
+    assert reading({"a": "0.1 / 0.2", "b": None}) == "one model only"
     assert "No results" in comparison_markdown({})
 
 
