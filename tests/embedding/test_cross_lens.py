@@ -7,9 +7,9 @@ import torch
 from lmscope import ModelView
 from lmscope.embedding.cross_lens import lens_similarity, shared_lens, text_snippets, top1_agreement
 from lmscope.embedding.cross_vocab import depth_rank, shared_strings
-from lmscope.embedding.functional_copy import functional_copy
 
 from conftest import VOCAB, make_tiny_model
+from embedding_helpers import strings_a, vocab_permuted_copy
 
 
 class _CharTokenizer:
@@ -25,16 +25,8 @@ class _CharTokenizer:
 
 def _copy_with_permuted_vocab(seed: int = 5):
     """Model b computes model a's function with ids relabelled: a's id perm[j] is b's id j."""
-    model = make_tiny_model("llama")
-    a = ModelView(model)
-    copy, _ = functional_copy(a, seed=seed)
-    b = ModelView(copy)
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(VOCAB))
-    with torch.no_grad():
-        for path in (b.family.embed, b.family.unembed):
-            w = copy.get_submodule(path).weight
-            w.copy_(w[perm])
-    sa = [None] * 3 + [f"w{i}".encode() for i in range(3, VOCAB)]
+    a, b, _, perm = vocab_permuted_copy(seed)
+    sa = strings_a()
     sb = [sa[int(p)] for p in perm]
     inverse = torch.empty_like(perm)
     inverse[perm] = torch.arange(VOCAB)
@@ -59,7 +51,7 @@ def test_relabelled_copy_reads_the_same_over_shared_strings():
 
 def test_unrelated_models_read_unrelated():
     a, b = ModelView(make_tiny_model("llama", seed=0)), ModelView(make_tiny_model("qwen2", seed=3))
-    sa = [None] * 3 + [f"w{i}".encode() for i in range(3, VOCAB)]
+    sa = strings_a()
     shared = shared_strings(sa, sa)
     S = lens_similarity(shared_lens(a, _CharTokenizer(), TEXTS, shared.ids_a),
                         shared_lens(b, _CharTokenizer(), TEXTS, shared.ids_b))

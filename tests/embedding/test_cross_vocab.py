@@ -11,17 +11,11 @@ from lmscope.embedding.cross_vocab import (
 )
 from lmscope.embedding.alignment import match
 from lmscope.embedding.cross_report import finding
-from lmscope.embedding.functional_copy import CopyTruth, functional_copy
+from lmscope.embedding.functional_copy import CopyTruth
 from lmscope.embedding.projection import group_vectors
 
 from conftest import VOCAB, make_tiny_model
-
-N_SPECIAL = 3  # ids 0..2 (pad, bos, eos) stand for no string
-
-
-def _strings_a():
-    return [None] * N_SPECIAL + [f"w{i}".encode() for i in range(N_SPECIAL, VOCAB)]
-
+from embedding_helpers import N_SPECIAL, strings_a, vocab_permuted_copy
 
 def _relabelled_copy(seed: int = 5):
     """Model b: a rotated, unit-permuted copy of tiny llama a with its vocabulary rows permuted; b's strings.
@@ -29,16 +23,8 @@ def _relabelled_copy(seed: int = 5):
     b's id j stands for a's string ``strings_a[perm[j]]``, except 6 ids that hold new strings (a's
     strings there are dropped from b) and 2 ids that hold the same string (so neither is shared).
     """
-    model = make_tiny_model("llama")
-    a = ModelView(model)
-    copy, truth = functional_copy(a, seed=seed)
-    b = ModelView(copy)
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(VOCAB))
-    with torch.no_grad():
-        for path in (b.family.embed, b.family.unembed):
-            w = copy.get_submodule(path).weight
-            w.copy_(w[perm])
-    sa = _strings_a()
+    a, b, truth, perm = vocab_permuted_copy(seed)
+    sa = strings_a()
     sb = [sa[int(p)] for p in perm]
     real = [j for j, s in enumerate(sb) if s is not None]
     for j in real[:6]:
@@ -73,7 +59,7 @@ def test_shared_strings_keeps_strings_that_are_one_id_in_each():
 
 def test_kernel_trick_over_shared_strings_equals_explicit_correlation():
     a, b = ModelView(make_tiny_model("llama", seed=0)), ModelView(make_tiny_model("qwen2", seed=1))
-    sa = _strings_a()
+    sa = strings_a()
     sb = list(reversed(sa))  # b's ids in the other order; the specials are not shared
     shared = shared_strings(sa, sb)
     X, Y = group_vectors(a, 1, "ff_values")[:9].detach(), group_vectors(b, 2, "W_O")[:7].detach()
@@ -114,7 +100,7 @@ def test_alignment_over_shared_strings_recovers_a_relabelled_copy():
 
 def test_unrelated_models_align_at_chance():
     a, b = ModelView(make_tiny_model("llama", seed=0)), ModelView(make_tiny_model("qwen2", seed=3))
-    sa = _strings_a()
+    sa = strings_a()
     shared = shared_strings(sa, sa[:N_SPECIAL] + sa[N_SPECIAL:][::-1])
     result = cross_vocab_alignment(a, b, shared, groups=("ff_values",), n_units=None, unit_pairs=3, shuffles=3)
     S, controls = result.sims["ff_values"], result.controls["ff_values"]
@@ -145,7 +131,7 @@ def test_bad_input():
         CrossAligner(a, a, shared)
     with pytest.raises(ValueError, match="Unknown scheme"):
         token_bytes(None, scheme="bpe")
-    ok = shared_strings(_strings_a(), _strings_a())
+    ok = shared_strings(strings_a(), strings_a())
     with pytest.raises(ValueError, match="Unknown parameter group"):
         cross_vocab_alignment(a, a, ok, groups=("ff_vals",))
     with pytest.raises(ValueError, match="shuffles"):
