@@ -26,7 +26,7 @@ import torch
 
 from lmscope.core.tensors import keep_largest_abs
 from lmscope.core.view import ModelView
-from lmscope.embedding.projection import READINGS, group_vectors
+from lmscope.embedding.projection import READINGS, group_vectors, pinv_wide
 from lmscope.embedding.top_k import check_k
 
 Tensor = torch.Tensor
@@ -73,7 +73,7 @@ def keep_k_similarities(X: Tensor, E: Tensor, ks, variants=(("transpose", "paper
     P_E = (X @ E).float()  # (n, V) float32: memory n * V * 4 bytes
     P_inv = None
     if any(reading == "pinv" for reading, _ in variants):
-        E_pinv = torch.linalg.pinv(E) if E_pinv is None else E_pinv.detach().double().cpu()
+        E_pinv = pinv_wide(E) if E_pinv is None else E_pinv.detach().double().cpu()
         P_inv = (X @ E_pinv.T).float()  # (n, V)
     sides = {("transpose", "paper"): ("E", "E"), ("transpose", "both"): ("E", "E"),
              ("pinv", "paper"): ("E", "inv"), ("pinv", "both"): ("inv", "inv")}

@@ -22,6 +22,7 @@ import torch
 from lmscope.core.hooks import hook_name
 from lmscope.core.view import ModelView
 from lmscope.embedding.alignment import check_shared_vocabulary
+from lmscope.embedding.projection import pinv_wide
 
 Tensor = torch.Tensor
 METHODS = ("pinv", "transpose")
@@ -112,7 +113,7 @@ def feature_map(view_from: ModelView, view_to: ModelView, method: str = "pinv",
     E_from = view_from.W_U.detach().double()  # (d_from, V)
     E_to = view_to.W_U.detach().double()  # (d_to, V)
     if method == "pinv":
-        E_to_pinv = torch.linalg.pinv(E_to) if E_to_pinv is None else E_to_pinv.detach().double()
+        E_to_pinv = pinv_wide(E_to) if E_to_pinv is None else E_to_pinv.detach().double()
         return (E_from @ E_to_pinv).float()
     scale = (E_to.square().sum() / E_to.shape[0])  # E_to E_to^T ~ scale * I
     return (E_from @ E_to.T / scale).float()
