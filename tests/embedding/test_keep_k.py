@@ -89,3 +89,23 @@ def test_variants_at_once_equal_one_at_a_time(view):
         assert together[reading, pairing] == keep_k_similarity(X, view.W_U, ks, reading, pairing, E_pinv)
     with pytest.raises(ValueError, match="Unknown pairing"):
         keep_k_similarities(X, view.W_U, ks, [("pinv", "left")])
+
+
+def test_shared_selection_equals_keep_k_per_k(view):
+    """The one-selection path gives the cosines of keep_k(X E) keep_k(X E^+T)^T built per k, in the order asked."""
+    X = group_vectors(view, 0, "ff_values")[:30].detach().double()
+    E = view.W_U.detach().double()
+    E_pinv = torch.linalg.pinv(E)
+    ks = [40, 2, 11, view.cfg.d_vocab, 11]  # unsorted, repeated, and full
+    sims = keep_k_similarities(X, view.W_U, ks, [("transpose", "paper"), ("pinv", "paper"), ("pinv", "both")], E_pinv)
+    P_E, P_inv, G = (X @ E).float(), (X @ E_pinv.T).float(), X @ X.T
+
+    def cos(K):
+        return float((K.double() * G).sum() / (K.double().norm() * G.norm()))
+
+    for i, k in enumerate(ks):
+        assert sims["transpose", "paper"][i] == pytest.approx(cos(keep_k(P_E, k) @ keep_k(P_E, k).T), abs=1e-6)
+        assert sims["pinv", "paper"][i] == pytest.approx(cos(keep_k(P_E, k) @ keep_k(P_inv, k).T), abs=1e-6)
+        assert sims["pinv", "both"][i] == pytest.approx(cos(keep_k(P_inv, k) @ keep_k(P_inv, k).T), abs=1e-6)
+    with pytest.raises(ValueError, match="k"):
+        keep_k_similarities(X, view.W_U, [view.cfg.d_vocab + 1])

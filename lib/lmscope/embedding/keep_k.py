@@ -79,16 +79,34 @@ def keep_k_similarities(X: Tensor, E: Tensor, ks, variants=(("transpose", "paper
              ("pinv", "paper"): ("E", "inv"), ("pinv", "both"): ("inv", "inv")}
     readings = {"E": P_E, "inv": P_inv}
     G = X @ X.T
-    out = {v: [] for v in variants}
+    ks = [int(k) for k in ks]
     for k in ks:
-        kept = {}  # reading name -> keep_k(reading, k), computed once per k
-        for v in variants:
-            left, right = sides[v]
-            for side in (left, right):
-                if side not in kept:
-                    kept[side] = keep_k(readings[side], int(k))
-            out[v].append(_cosine(kept[left] @ kept[right].T, G))  # float32 product: cosines good to ~1e-6
-    return out
+        check_k(k, E.shape[1], "the number of coordinates")
+    growing = {name: _growing_keep_k(readings[name], sorted(set(ks)))
+               for name in {side for v in variants for side in sides[v]}}
+    by_k = {}
+    for k in sorted(set(ks)):
+        kept = {name: next(steps) for name, steps in growing.items()}  # keep_k(reading, k), updated in place
+        by_k[k] = {v: _cosine(kept[sides[v][0]] @ kept[sides[v][1]].T, G) for v in variants}  # float32: ~1e-6
+    return {v: [by_k[k][v] for k in ks] for v in variants}
+
+
+def _growing_keep_k(x: Tensor, ks: list[int]):
+    """Yield ``keep_k(x, k)`` (n, m) for ascending ``ks``, one tensor filled in place.
+
+    One top-``max(ks)`` selection for all k instead of one per k (on a 262,144-word vocabulary the
+    selections cost as much as the Gram products); ties aside, the same entries as :func:`keep_k`.
+    """
+    if ks[-1] >= x.shape[-1]:
+        order = x.abs().argsort(dim=-1, descending=True)
+    else:
+        order = torch.topk(x.abs(), ks[-1], dim=-1, sorted=True).indices  # (n, max k)
+    kept, done = torch.zeros_like(x), 0
+    for k in ks:
+        idx = order[:, done:k]
+        kept.scatter_(-1, idx, x.gather(-1, idx))
+        done = k
+        yield kept
 
 
 @dataclass
