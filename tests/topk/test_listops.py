@@ -21,3 +21,18 @@ def test_listops_values_and_training_step():
         net = listops.ListOpsModel(max_len=32, d_model=16, n_heads=2, n_layers=1, topk=k)
         hist = listops.train(net, data, data, steps=2, batch_size=8, eval_every=1)
         assert len(hist) == 2 and 0 <= hist[-1]["test_acc"] <= 1
+
+
+def test_vanilla_vs_topk_trains_both_and_reads_them_back(tmp_path, monkeypatch):
+    """The chapter's two runs: trained once, then read from the cache with the same curves."""
+    from lmscope.topk import listops
+
+    monkeypatch.setenv("LMSCOPE_CACHE", str(tmp_path))
+    first = listops.vanilla_vs_topk(max_len=24, n_train=64, n_test=32, steps=4, topk=4)
+    assert not first.cached and set(first.curves) == {"vanilla", "top-4"}
+    assert [r["step"] for r in first.curves["top-4"]] == [1, 2, 3, 4]
+    assert all(0 <= r["test_acc"] <= 1 for h in first.curves.values() for r in h) and 0 < first.majority <= 1
+    again = listops.vanilla_vs_topk(max_len=24, n_train=64, n_test=32, steps=4, topk=4)
+    assert again.cached and again.curves == first.curves and again.seconds == first.seconds
+    other = listops.vanilla_vs_topk(max_len=24, n_train=64, n_test=32, steps=2, topk=4)
+    assert not other.cached and len(other.curves["vanilla"]) == 2

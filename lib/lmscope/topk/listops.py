@@ -5,19 +5,25 @@ digits 0-9, e.g. ``[MAX 2 9 [MIN 4 7 ] 0 ]`` = 9. The answer is one of ten
 classes, so a model must track nesting over long distances.
 
 :class:`ListOpsModel` is a small pre-norm transformer encoder whose attention
-is either exact (``topk=None``, SDPA) or :func:`lmscope.topk.attention.topk_attention`.
+is either exact (``topk=None``, SDPA) or :func:`lmscope.topk.attention.topk_attention`;
+:func:`vanilla_vs_topk` trains both on one split (chapter 03) and caches their curves.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmscope.core.models import cache_dir
 from lmscope.topk.attention import topk_attention
 
 OPS = ("MAX", "MIN", "MED", "SM")
@@ -174,3 +180,42 @@ def accuracy(model: nn.Module, data: ListOpsData, batch_size: int = 256) -> floa
     for i in range(0, len(data.labels), batch_size):
         correct += (model(data.tokens[i : i + batch_size]).argmax(-1) == data.labels[i : i + batch_size]).sum().item()
     return correct / len(data.labels)
+
+
+@dataclass
+class ListOpsRuns:
+    """Training curves of the vanilla and the top-k classifier on one ListOps split, as the chapter shows them."""
+
+    curves: dict[str, list[dict]]  # label ("vanilla", "top-K") -> train's history
+    seconds: dict[str, float]  # label -> training seconds of the run that produced the curve
+    majority: float  # test accuracy of always answering the commonest class
+    cached: bool  # True: read from the cache, not trained in this call
+
+
+def vanilla_vs_topk(max_len: int, n_train: int, n_test: int, steps: int, topk: int, cache: bool = True) -> ListOpsRuns:
+    """Train :class:`ListOpsModel` with exact and with top-``topk`` attention on the same data (seed 0).
+
+    The curves depend only on these sizes and this module, not on any language model, so they are kept
+    as JSON under ``cache_dir()/listops/`` (keyed on the sizes and this file's bytes): a book built for
+    a second model, or rebuilt, reads them instead of training again.
+    """
+    sizes = dict(max_len=max_len, n_train=n_train, n_test=n_test, steps=steps, topk=topk)
+    key = hashlib.sha256(json.dumps(sizes, sort_keys=True).encode() + Path(__file__).read_bytes()).hexdigest()[:16]
+    path = cache_dir() / "listops" / f"{key}.json"
+    test = make_dataset(n_test, max_len=max_len, seed=1)
+    majority = max(torch.bincount(test.labels).tolist()) / len(test.labels)
+    if cache and path.is_file():
+        saved = json.loads(path.read_text())
+        return ListOpsRuns(saved["curves"], saved["seconds"], majority, cached=True)
+    train_data = make_dataset(n_train, max_len=max_len, seed=0)
+    curves, seconds = {}, {}
+    for label, k in (("vanilla", None), (f"top-{topk}", topk)):
+        torch.manual_seed(0)
+        net = ListOpsModel(max_len=max_len, topk=k)
+        t0 = time.perf_counter()
+        curves[label] = train(net, train_data, test, steps=steps, eval_every=max(1, steps // 10))
+        seconds[label] = time.perf_counter() - t0
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"sizes": sizes, "curves": curves, "seconds": seconds}))
+    return ListOpsRuns(curves, seconds, majority, cached=False)
