@@ -82,7 +82,8 @@ def fewshot_accuracy(view: ModelView, tokenizer, tasks: Tasks) -> dict[str, floa
         for prompt, answer in items:
             ids = tokenizer(prompt, return_tensors="pt").input_ids.to(view.device)  # (1, T)
             target = tokenizer(" " + answer, add_special_tokens=False).input_ids[0]
-            hits += int(view.model(input_ids=ids).logits[0, -1].argmax()) == target
+            logits = view.model(input_ids=ids, **view.last_logits_only()).logits  # (1, 1 or T, V)
+            hits += int(logits[0, -1].argmax()) == target
         accuracy[name] = hits / len(items)
     return accuracy
 
