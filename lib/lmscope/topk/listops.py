@@ -6,12 +6,13 @@ classes, so a model must track nesting over long distances.
 
 :class:`ListOpsModel` is a small pre-norm transformer encoder whose attention
 is either exact (``topk=None``, SDPA) or :func:`lmscope.topk.attention.topk_attention`;
-:func:`vanilla_vs_topk` trains both on one split (chapter 03) and caches their curves.
+:func:`vanilla_vs_topk` trains both on one split (chapter 03), or reads their saved or cached curves.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import random
@@ -189,24 +190,40 @@ class ListOpsRuns:
     curves: dict[str, list[dict]]  # label ("vanilla", "top-K") -> train's history
     seconds: dict[str, float]  # label -> training seconds of the run that produced the curve
     majority: float  # test accuracy of always answering the commonest class
-    cached: bool  # True: read from the cache, not trained in this call
+    source: str  # "trained", "cache" or "saved run <file name>"
 
 
-def vanilla_vs_topk(max_len: int, n_train: int, n_test: int, steps: int, topk: int, cache: bool = True) -> ListOpsRuns:
+def runs_key(sizes: dict) -> str:
+    """Key of a pair of runs: the sizes, the training code of this module and the top-k attention module."""
+    from lmscope.topk import attention
+
+    code = [inspect.getsource(f) for f in (_apply, random_expression, evaluate, make_dataset, _Block, ListOpsModel,
+                                            train, accuracy)]
+    text = json.dumps(sizes, sort_keys=True) + "".join(code) + Path(attention.__file__).read_text()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def vanilla_vs_topk(max_len: int, n_train: int, n_test: int, steps: int, topk: int, saved: bool = True,
+                    cache: bool = True, folders: list[Path] | None = None) -> ListOpsRuns:
     """Train :class:`ListOpsModel` with exact and with top-``topk`` attention on the same data (seed 0).
 
-    The curves depend only on these sizes and this module, not on any language model, so they are kept
-    as JSON under ``cache_dir()/listops/`` (keyed on the sizes and this file's bytes): a book built for
-    a second model, or rebuilt, reads them instead of training again.
+    The curves depend only on these sizes and the training code (:func:`runs_key`), not on any
+    language model. ``saved``: read ``listops_<key>.json`` from ``benchmarks/results``
+    (:func:`lmscope.topk.bench.find_benchmark`, or ``folders``) when there is one; ``cache``: read and
+    write ``cache_dir()/listops/<key>.json``, so a book built for a second model, or rebuilt, trains once.
     """
+    from lmscope.topk.bench import find_benchmark
+
     sizes = dict(max_len=max_len, n_train=n_train, n_test=n_test, steps=steps, topk=topk)
-    key = hashlib.sha256(json.dumps(sizes, sort_keys=True).encode() + Path(__file__).read_bytes()).hexdigest()[:16]
-    path = cache_dir() / "listops" / f"{key}.json"
+    key = runs_key(sizes)
     test = make_dataset(n_test, max_len=max_len, seed=1)
     majority = max(torch.bincount(test.labels).tolist()) / len(test.labels)
-    if cache and path.is_file():
-        saved = json.loads(path.read_text())
-        return ListOpsRuns(saved["curves"], saved["seconds"], majority, cached=True)
+    found = find_benchmark(f"listops_{key}.json", folders) if saved else None
+    path = cache_dir() / "listops" / f"{key}.json"
+    for source, file in ((f"saved run {found.name}" if found else "", found), ("cache", path if cache else None)):
+        if file is not None and file.is_file():
+            data = json.loads(file.read_text())
+            return ListOpsRuns(data["curves"], data["seconds"], majority, source)
     train_data = make_dataset(n_train, max_len=max_len, seed=0)
     curves, seconds = {}, {}
     for label, k in (("vanilla", None), (f"top-{topk}", topk)):
@@ -217,5 +234,5 @@ def vanilla_vs_topk(max_len: int, n_train: int, n_test: int, steps: int, topk: i
         seconds[label] = time.perf_counter() - t0
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"sizes": sizes, "curves": curves, "seconds": seconds}))
-    return ListOpsRuns(curves, seconds, majority, cached=False)
+        path.write_text(json.dumps({"sizes": sizes, "torch": torch.__version__, "curves": curves, "seconds": seconds}))
+    return ListOpsRuns(curves, seconds, majority, "trained")
