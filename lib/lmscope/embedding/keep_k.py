@@ -97,10 +97,7 @@ def _growing_keep_k(x: Tensor, ks: list[int]):
     One top-``max(ks)`` selection for all k instead of one per k (on a 262,144-word vocabulary the
     selections cost as much as the Gram products); ties aside, the same entries as :func:`keep_k`.
     """
-    if ks[-1] >= x.shape[-1]:
-        order = x.abs().argsort(dim=-1, descending=True)
-    else:
-        order = torch.topk(x.abs(), ks[-1], dim=-1, sorted=True).indices  # (n, max k)
+    order = torch.topk(x.abs(), ks[-1], dim=-1, sorted=True).indices  # (n, max k); ks[-1] <= m (checked)
     kept, done = torch.zeros_like(x), 0
     for k in ks:
         idx = order[:, done:k]

@@ -26,6 +26,7 @@ from torch import nn
 
 from lmscope.core.models import cache_dir
 from lmscope.topk.attention import topk_attention
+from lmscope.topk.bench import find_benchmark
 
 OPS = ("MAX", "MIN", "MED", "SM")
 #: Token vocabulary: padding, classification token, digits, operators, closing bracket.
@@ -195,11 +196,9 @@ class ListOpsRuns:
 
 def runs_key(sizes: dict) -> str:
     """Key of a pair of runs: the sizes, the training code of this module and the top-k attention module."""
-    from lmscope.topk import attention
-
     code = [inspect.getsource(f) for f in (_apply, random_expression, evaluate, make_dataset, _Block, ListOpsModel,
                                             train, accuracy)]
-    text = json.dumps(sizes, sort_keys=True) + "".join(code) + Path(attention.__file__).read_text()
+    text = json.dumps(sizes, sort_keys=True) + "".join(code) + Path(inspect.getsourcefile(topk_attention)).read_text()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -212,18 +211,16 @@ def vanilla_vs_topk(max_len: int, n_train: int, n_test: int, steps: int, topk: i
     (:func:`lmscope.topk.bench.find_benchmark`, or ``folders``) when there is one; ``cache``: read and
     write ``cache_dir()/listops/<key>.json``, so a book built for a second model, or rebuilt, trains once.
     """
-    from lmscope.topk.bench import find_benchmark
-
     sizes = dict(max_len=max_len, n_train=n_train, n_test=n_test, steps=steps, topk=topk)
     key = runs_key(sizes)
     test = make_dataset(n_test, max_len=max_len, seed=1)
     majority = max(torch.bincount(test.labels).tolist()) / len(test.labels)
     found = find_benchmark(f"listops_{key}.json", folders) if saved else None
     path = cache_dir() / "listops" / f"{key}.json"
-    for source, file in ((f"saved run {found.name}" if found else "", found), ("cache", path if cache else None)):
-        if file is not None and file.is_file():
-            data = json.loads(file.read_text())
-            return ListOpsRuns(data["curves"], data["seconds"], majority, source)
+    read = found if found is not None else path if cache and path.is_file() else None
+    if read is not None:
+        data = json.loads(read.read_text())
+        return ListOpsRuns(data["curves"], data["seconds"], majority, f"saved run {found.name}" if found else "cache")
     train_data = make_dataset(n_train, max_len=max_len, seed=0)
     curves, seconds = {}, {}
     for label, k in (("vanilla", None), (f"top-{topk}", topk)):
