@@ -11,7 +11,8 @@ from topk_helpers import WordTokenizer
 from lmscope import ModelView
 from lmscope.data.words import ANTONYMS, CAPITALS
 from lmscope.topk import fewshot
-from lmscope.topk.fewshot import NAMES, fewshot_accuracy, fewshot_sweep, fewshot_tasks
+from lmscope.topk.fewshot import NAMES, fewshot_accuracy, fewshot_sweep, fewshot_tasks, next_tokens
+from lmscope.topk.perplexity import use_topk
 
 
 def test_doctests():
@@ -94,3 +95,17 @@ def test_embedded_model_answers_well_known_capitals(smollm):
     shots = [("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Egypt", "Cairo")]
     items = [(fewshot.pair_prompt([s for s in shots if s != q], q[0], template), q[1]) for q in shots]
     assert fewshot_accuracy(ModelView(model), tok, {"capitals": items}) == {"capitals": 1.0}
+
+
+def test_batched_prompts_predict_as_one_at_a_time_under_top_k():
+    """Same-length prompts run as one batch; with top-k attention or FF switched on, every prediction is
+    the one of running its prompt alone, in the order given."""
+    view, tok = ModelView(make_tiny_model("llama")), WordTokenizer()
+    fewshot_prompts = [p for items in fewshot_tasks(n_per_task=4).values() for p, _ in items]
+    prompts = fewshot_prompts + [f"The capital of {country}" for country, _ in CAPITALS[:12]]
+    assert len({len(tok(p).input_ids) for p in prompts}) < len(prompts)  # some batches form
+    for mode, k in (("dense", None), ("attention", 2), ("ff", 3)):
+        with use_topk(view, mode, k), torch.no_grad():
+            alone = [int(view.model(input_ids=torch.tensor([tok(p).input_ids])).logits[0, -1].argmax()) for p in prompts]
+            assert next_tokens(view, tok, prompts) == alone
+    assert len(set(alone[len(fewshot_prompts):])) > 1  # one batch, differing predictions: a mix-up would show

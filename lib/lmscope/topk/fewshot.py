@@ -74,17 +74,34 @@ def fewshot_tasks(n_per_task: int = 20, seed: int = 0) -> Tasks:
 
 
 @torch.no_grad()
+def next_tokens(view: ModelView, tokenizer, prompts: list[str], batch_size: int = 32) -> list[int]:
+    """The greedy next token id of each prompt, in order.
+
+    Prompts of the same token length run together, up to ``batch_size`` at a time: no padding, so each
+    prompt's logits are those of running it alone (up to float round-off).
+    """
+    by_length: dict[int, list[tuple[int, list[int]]]] = {}
+    for i, prompt in enumerate(prompts):
+        ids = tokenizer(prompt).input_ids
+        by_length.setdefault(len(ids), []).append((i, ids))
+    out = [0] * len(prompts)
+    for group in by_length.values():
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            ids = torch.tensor([c[1] for c in chunk], device=view.device)  # (b, T)
+            logits = view.model(input_ids=ids, **view.last_logits_only()).logits  # (b, 1 or T, V)
+            for (i, _), pred in zip(chunk, logits[:, -1].argmax(-1).tolist()):
+                out[i] = pred
+    return out
+
+
 def fewshot_accuracy(view: ModelView, tokenizer, tasks: Tasks) -> dict[str, float]:
     """Per task, the fraction of prompts whose greedy next token is the first token of ``" " + answer``."""
     accuracy = {}
     for name, items in tasks.items():
-        hits = 0
-        for prompt, answer in items:
-            ids = tokenizer(prompt, return_tensors="pt").input_ids.to(view.device)  # (1, T)
-            target = tokenizer(" " + answer, add_special_tokens=False).input_ids[0]
-            logits = view.model(input_ids=ids, **view.last_logits_only()).logits  # (1, 1 or T, V)
-            hits += int(logits[0, -1].argmax()) == target
-        accuracy[name] = hits / len(items)
+        preds = next_tokens(view, tokenizer, [prompt for prompt, _ in items])
+        targets = [tokenizer(" " + answer, add_special_tokens=False).input_ids[0] for _, answer in items]
+        accuracy[name] = sum(p == t for p, t in zip(preds, targets)) / len(items)
     return accuracy
 
 
