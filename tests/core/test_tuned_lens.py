@@ -96,7 +96,7 @@ def test_trained_lens_lowers_kl_on_held_out_tokens(family, init):
     before = lens_kl(view, LogitLens(view), held_out)
     after = lens_kl(view, lens, held_out)
     L = view.cfg.n_layers
-    assert after[L - 1] < 1e-9 and before[L - 1] < 1e-9  # the last layer is the output for both
+    assert abs(after[L - 1]) < 1e-6 and abs(before[L - 1]) < 1e-6  # the last layer is the output for both (round-off)
     assert torch.all(after[: L - 1] < before[: L - 1]), (before, after)
     assert len(lens.log.loss) == cfg.steps and lens.log.tokens_per_step == 4 * 16
 

@@ -136,3 +136,31 @@ def test_readings_from_the_projection_index_equal_the_projections(view):
     other = ProjectionIndex(ids=index.ids[:1], scores=index.scores[:1])
     with pytest.raises(ValueError, match="not of this model"):
         hub_tokens(proj, [0], k=5, index=other)
+
+
+@pytest.mark.slow
+def test_coherent_units_on_smollm_against_a_plain_computation(smollm):
+    """SmolLM2, the chapter's kind of mask: the masked top-k of every value read in full, all of W_E scaled to
+    unit rows, coherence as the mean off-diagonal cosine; with and without an index (short units included)."""
+    from lmscope.embedding.index import ProjectionIndex
+
+    model, tok = smollm
+    view = ModelView(model)
+    mask = token_mask(tok, view.cfg.d_vocab, alphabetic=True) & ~large_norm_tokens(view)
+    proj, layer, k = Projector(view, tok, mask=mask), 20, 10
+    with torch.no_grad():
+        readings = proj.project(view.layers[layer].ff_values_applied)  # (d_ff, d_vocab)
+        ids = readings.masked_fill(~mask, float("-inf")).topk(k).indices  # (d_ff, k)
+        W_E = view.W_E.detach().float()
+        e = (W_E / W_E.norm(dim=1, keepdim=True))[ids]  # (d_ff, k, d_model)
+        coherence = ((e @ e.transpose(1, 2)).sum((1, 2)) - k) / (k * (k - 1))
+        indexed = readings.topk(20).indices  # this layer's slice of a top-20 index
+    expected = coherence.topk(12)
+    ids_all = torch.zeros(view.cfg.n_layers, view.cfg.d_ff, 20, dtype=torch.long)
+    ids_all[layer] = indexed
+    index = ProjectionIndex(ids=ids_all, scores=torch.zeros(ids_all.shape))
+    allowed = mask[indexed].sum(1)
+    assert (allowed < k).any() and (allowed >= k).any(), "both paths are exercised"
+    for got in (coherent_units(proj, layer, k=k, n=12), coherent_units(proj, layer, k=k, n=12, index=index)):
+        assert [u for u, _ in got] == expected.indices.tolist()
+        assert [c for _, c in got] == pytest.approx(expected.values.tolist(), abs=1e-6)

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from lmscope import ModelView, hook_name
-from lmscope.embedding.validation import capture_attention_z, paper_overlap, parameter_hidden_overlap
+from lmscope.embedding.projection import group_vectors
+from lmscope.embedding.validation import (
+    GROUPS_CHECKED, capture_attention_z, paper_overlap, parameter_hidden_overlap,
+)
 
 from conftest import make_tiny_model
 
@@ -87,3 +90,67 @@ def test_paper_overlap_masks_and_errors(view):
         paper_overlap(view, blocks, groups=["W_X"])
     with pytest.raises(ValueError, match="n_blocks, seq_len"):
         paper_overlap(view, torch.zeros(5, dtype=torch.long))
+
+
+def _reference_paper_overlap(view, blocks, layers, top_params, k, masks, seed):
+    """The official measure position by position with Python sets: every group, both targets, each mask."""
+    cfg = view.cfg
+    last = cfg.n_layers - 1
+    acts = {}  # (layer, point) -> (P, width): each block run on its own, positions one after another
+    for block in blocks:
+        with capture_attention_z(view, layers) as z, view.capture(
+                [hook_name(l, p) for l in set(layers) | {last} for p in ("ff_coeffs", "resid_post")]) as cache:
+            view.model(input_ids=block[None])
+        for l in set(layers) | {last}:
+            for point, x in (("ff", cache[hook_name(l, "ff_coeffs")]), ("resid", cache[hook_name(l, "resid_post")]),
+                             ("z", z.get(l))):
+                if x is not None:
+                    acts.setdefault((l, point), []).append(x[0])
+    acts = {key: torch.cat(v) for key, v in acts.items()}
+    P = blocks.numel()
+    rng = np.random.default_rng(seed)
+    other = (np.arange(P) + rng.integers(1, P, size=P)) % P
+    E = view.W_U.detach().float()
+    rep = cfg.n_heads // cfg.n_kv_heads
+
+    def top(scores, keep):  # the top-k ids of one reading over the kept tokens, as a set
+        return set(scores.masked_fill(~keep, float("-inf")).topk(k).indices.tolist()) if keep is not None \
+            else set(scores.topk(k).indices.tolist())
+
+    out = {name: {a: {g: {"aligned": [], "random": []} for g in GROUPS_CHECKED} for a in ("layer", "last")}
+           for name in masks}
+    for l in layers:
+        lens = {target: [view.unembed(acts[target, "resid"][p]).float() for p in range(P)] for target in (l, last)}
+        for g in GROUPS_CHECKED:
+            act = acts[l, "ff" if g.startswith("ff_") else "z"]
+            vecs = group_vectors(view, l, g).detach().float()
+            for name, keep in masks.items():
+                A = []
+                for p in range(P):
+                    units = act[p].topk(top_params).indices.tolist()
+                    if g == "W_V":  # subhead h*dh + c reads row (h // rep)*dh + c of the kv heads
+                        units = [(u // cfg.d_head // rep) * cfg.d_head + u % cfg.d_head for u in units]
+                    A.append(set().union(*(top(vecs[u] @ E, keep) for u in units)))
+                for against, target in (("layer", l), ("last", last)):
+                    B = [top(lens[target][p], keep) for p in range(P)]
+                    out[name][against][g]["aligned"].append(np.mean([len(A[p] & B[p]) / k for p in range(P)]))
+                    out[name][against][g]["random"].append(np.mean([len(A[other[p]] & B[p]) / k for p in range(P)]))
+    return out
+
+
+@pytest.mark.slow
+def test_paper_overlap_on_smollm_against_a_set_reference(smollm):
+    """SmolLM2, two masks (one unembedding per layer serves both), every group: the same overlaps as sets."""
+    view = ModelView(smollm[0])
+    blocks = torch.randint(100, 10000, (2, 6), generator=torch.Generator().manual_seed(0))
+    keep = torch.rand(view.cfg.d_vocab, generator=torch.Generator().manual_seed(1)) < 0.7
+    masks = {"all tokens": None, "some dropped": keep}
+    layers = [0, 17, view.cfg.n_layers - 1]
+    out = paper_overlap(view, blocks, layers=layers, top_params=3, k=20, n_positions=12, masks=masks, seed=3)
+    ref = _reference_paper_overlap(view, blocks, layers, 3, 20, masks, seed=3)
+    for name in masks:
+        for against in ("layer", "last"):
+            for g in GROUPS_CHECKED:
+                for kind in ("aligned", "random"):
+                    assert out[name][against][g][kind] == pytest.approx(ref[name][against][g][kind], abs=1e-6)
+    assert out["all tokens"]["layer"]["ff_values"]["aligned"].max() > 0, "the overlaps are not all zero"

@@ -21,7 +21,7 @@ import torch
 from lmscope.core.tokens import token_texts
 from lmscope.core.view import ModelView
 from lmscope.embedding.projection import GROUPS, Projector, group_vectors
-from lmscope.embedding.top_k import top_entries
+from lmscope.embedding.top_k import check_k, top_entries
 
 Tensor = torch.Tensor
 
@@ -174,28 +174,38 @@ def coherent_units(proj: Projector, layer: int, group: str = "ff_values", k: int
     fewer than ``k`` allowed there), the same tokens as a full reading.
     """
     vecs = group_vectors(proj.view, layer, group)
-    W_E = proj.view.W_E.detach().float()
-    W_E = W_E / W_E.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    W_E = proj.view.W_E.detach()  # (d_vocab, d_model)
     indexed = index_tops(proj, index, layer, group, index.k) if index is not None and index.k >= k else None
     if indexed is not None:
         top_ids = _first_allowed(indexed, k, proj.mask)  # (n_vectors, k), -1 where too few are allowed
         short = (top_ids[:, 0] < 0).nonzero().squeeze(1)
         for start in range(0, len(short), chunk_size):  # those are read in full, a chunk at a time
             rows = short[start : start + chunk_size]
-            top_ids[rows] = top_entries(proj.project(vecs[rows], GROUPS[group]), k, proj.mask)[1]
+            top_ids[rows] = _top_ids(proj.project(vecs[rows], GROUPS[group]), k, proj.mask)
     scores = []
     for start in range(0, vecs.shape[0], chunk_size):
         if indexed is not None:
             ids = top_ids[start : start + chunk_size]
         else:
-            reading = proj.project(vecs[start : start + chunk_size], GROUPS[group])  # (c, V)
-            _, ids = top_entries(reading, k, proj.mask)  # (c, k)
-        e = W_E[ids]  # (c, k, d)
+            ids = _top_ids(proj.project(vecs[start : start + chunk_size], GROUPS[group]), k, proj.mask)  # (c, k)
+        e = W_E[ids].float()  # (c, k, d): only these rows are scaled to unit norm
+        e = e / e.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         sim = e @ e.transpose(1, 2)  # (c, k, k)
         scores.append((sim.sum((1, 2)) - k) / (k * (k - 1)))
     scores = torch.cat(scores)
     top = scores.topk(n)
     return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
+
+
+def _top_ids(scores: Tensor, k: int, mask: Tensor | None) -> Tensor:
+    """``top_entries(scores, k, mask)``'s ids (..., k) of a reading (..., d_vocab) made for this call:
+    the mask is applied to ``scores`` in place rather than to a copy."""
+    if mask is not None:
+        check_k(k, int(mask.sum()), "the number of allowed tokens")
+        scores = scores.masked_fill_(~mask.to(scores.device), float("-inf"))
+    else:
+        check_k(k, scores.shape[-1])
+    return torch.topk(scores, k, dim=-1).indices
 
 
 def _first_allowed(ids: Tensor, k: int, mask: Tensor | None) -> Tensor:

@@ -101,22 +101,38 @@ def parameter_hidden_overlap(view: ModelView, texts_ids: list[torch.Tensor], lay
     return result
 
 
-def _unit_tops(view: ModelView, layer: int, group: str, E: torch.Tensor, k: int, masks: dict,
+def _masked_tops(scores: torch.Tensor, k: int, drops: dict) -> dict[str, torch.Tensor]:
+    """Per mask name, the top-``k`` ids (n, k) of ``scores`` (n, V) over the tokens a mask keeps.
+
+    ``drops``: name -> bool (V,) of the tokens to leave out, or None for none. ``scores`` is
+    overwritten by the last mask (each other mask fills a copy).
+    """
+    out = {name: scores.topk(k, dim=-1).indices for name, drop in drops.items() if drop is None}
+    masked = [name for name, drop in drops.items() if drop is not None]
+    for name in masked:
+        fill = scores.masked_fill_ if name == masked[-1] else scores.masked_fill
+        out[name] = fill(drops[name], float("-inf")).topk(k, dim=-1).indices
+    return {name: out[name] for name in drops}
+
+
+def _unit_tops(view: ModelView, layer: int, group: str, E: torch.Tensor, k: int, drops: dict,
                rows: torch.Tensor, chunk: int = 512) -> dict[str, torch.Tensor]:
-    """Per mask name, the top-``k`` token ids of vectors ``rows`` of ``group`` read as ``x E``: (len(rows), k)."""
+    """Per mask name, the top-``k`` token ids of vectors ``rows`` of ``group`` read as ``x E``: (len(rows), k).
+
+    ``drops`` as in :func:`_masked_tops`.
+    """
     vecs = group_vectors(view, layer, group).detach().float()[rows]
-    out = {name: [] for name in masks}
+    out = {name: [] for name in drops}
     for i in range(0, len(vecs), chunk):
-        scores = vecs[i: i + chunk] @ E  # (c, V)
-        for name, keep in masks.items():
-            s = scores if keep is None else scores.masked_fill(~keep, float("-inf"))
-            out[name].append(s.topk(k, dim=-1).indices)
+        for name, ids in _masked_tops(vecs[i: i + chunk] @ E, k, drops).items():  # scores (c, V)
+            out[name].append(ids)
     return {name: torch.cat(v) for name, v in out.items()}
 
 
-def _membership(idx: torch.Tensor, V: int) -> torch.Tensor:
-    """Rows of token ids (P, m) -> bool (P, V), True where a row holds the token."""
-    return torch.zeros(idx.shape[0], V, dtype=torch.bool).scatter_(1, idx, True)
+def _hits(A: torch.Tensor, B: torch.Tensor, V: int) -> torch.Tensor:
+    """``|A_p & B_p|`` per row: token ids A (P, m), repeats allowed, and B (P, k), distinct -> (P,)."""
+    offset = torch.arange(A.shape[0])[:, None] * V  # row p's ids move to p*V.. so one isin serves every row
+    return torch.isin(B + offset, A + offset).sum(1)
 
 
 @torch.no_grad()
@@ -162,29 +178,30 @@ def paper_overlap(view: ModelView, blocks: torch.Tensor, layers=None, groups=GRO
     rng = np.random.default_rng(seed)
     other = torch.as_tensor((np.arange(P) + rng.integers(1, P, size=P)) % P if P > 1 else np.zeros(P, dtype=int))
 
-    def lens(l: int, keep) -> torch.Tensor:  # (P, k): the top-k logit-lens tokens of layer l's output
-        logits = view.unembed(acts[l]["resid"].to(view.W_U.dtype)).float()
-        if keep is not None:
-            logits = logits.masked_fill(~keep, float("-inf"))
-        return logits.topk(k, dim=-1).indices
+    drops = {name: None if keep is None else ~keep.to(E.device) for name, keep in masks.items()}
+    lens_tops = {}  # layer -> mask name -> (P, k): the top-k logit-lens tokens of the layer's output
 
-    lens_last = {name: lens(last, keep) for name, keep in masks.items()}
+    def lens(l: int) -> dict[str, torch.Tensor]:
+        if l not in lens_tops:  # one unembedding (P, V) per layer serves every mask
+            logits = view.unembed(acts[l]["resid"].to(view.W_U.dtype)).float()
+            lens_tops[l] = _masked_tops(logits, k, drops)
+        return lens_tops[l]
+
     out = {name: {a: {g: {"aligned": [], "random": []} for g in groups} for a in ("layer", "last")} for name in masks}
     rep = cfg.n_heads // cfg.n_kv_heads
     for l in layers:
-        lens_l = {name: lens(l, keep) for name, keep in masks.items()}
         for g in groups:
             a = acts[l]["ff" if g.startswith("ff_") else "attn"]
             top = a.topk(top_params, dim=1).indices  # (P, top_params)
             if g == "W_V":  # query-head subhead j = h*dh + c reads kv head h // rep
                 top = (top // cfg.d_head // rep) * cfg.d_head + top % cfg.d_head
             used, where = torch.unique(top, return_inverse=True)  # read only the units that fire
-            tops = _unit_tops(view, l, g, E, k, masks, used)
+            tops = _unit_tops(view, l, g, E, k, drops, used)
             for name in masks:
-                A = _membership(tops[name][where].reshape(P, -1), V)  # (P, V) union of the units' tokens
-                for against, B in (("layer", lens_l[name]), ("last", lens_last[name])):  # B (P, k) distinct ids
-                    for kind, rows in (("aligned", torch.arange(P)), ("random", other)):  # |A_p & B_p| = sum A_p[B_p]
-                        hits = A[rows[:, None], B].sum(1)  # (P,)
+                A = tops[name][where].reshape(P, -1)  # (P, top_params*k): the units' tokens
+                for against, B in (("layer", lens(l)[name]), ("last", lens(last)[name])):  # B (P, k) distinct ids
+                    for kind, rows in (("aligned", slice(None)), ("random", other)):
+                        hits = _hits(A[rows], B, V)  # (P,)
                         out[name][against][g][kind].append(float((hits.float() / k).mean()))
     result = {name: {a: {g: {kind: np.array(v) for kind, v in d.items()} for g, d in per.items()}
                      for a, per in by.items()} for name, by in out.items()}
