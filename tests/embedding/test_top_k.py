@@ -60,3 +60,17 @@ def test_bad_input():
         top_pairs(torch.randn(3, 2), torch.randn(3, 2), 7, drop_diagonal=True)  # only 6 off-diagonal pairs
     with pytest.raises(ValueError, match="factors"):
         top_pairs(torch.randn(3, 2), torch.randn(3, 4), 1)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_top_entries_overwrite_gives_the_same_entries(negative):
+    """``overwrite`` masks (and negates) the reading in place: the same values and ids as the copying path."""
+    scores = torch.randn(4, 30, generator=torch.Generator().manual_seed(0))
+    mask = torch.rand(30, generator=torch.Generator().manual_seed(1)) < 0.5
+    for m in (mask, None):
+        values, ids = top_entries(scores, 5, m, negative=negative)
+        reading = scores.clone()
+        got_values, got_ids = top_entries(reading, 5, m, negative=negative, overwrite=True)
+        assert torch.equal(got_values, values) and torch.equal(got_ids, ids)
+        if m is not None:
+            assert torch.isinf(reading[:, ~mask]).all()  # masked in place, not in a copy

@@ -21,7 +21,7 @@ import torch
 from lmscope.core.tokens import token_texts
 from lmscope.core.view import ModelView
 from lmscope.embedding.projection import GROUPS, Projector, group_vectors
-from lmscope.embedding.top_k import check_k, top_entries
+from lmscope.embedding.top_k import top_entries
 
 Tensor = torch.Tensor
 
@@ -181,13 +181,14 @@ def coherent_units(proj: Projector, layer: int, group: str = "ff_values", k: int
         short = (top_ids[:, 0] < 0).nonzero().squeeze(1)
         for start in range(0, len(short), chunk_size):  # those are read in full, a chunk at a time
             rows = short[start : start + chunk_size]
-            top_ids[rows] = _top_ids(proj.project(vecs[rows], GROUPS[group]), k, proj.mask)
+            top_ids[rows] = top_entries(proj.project(vecs[rows], GROUPS[group]), k, proj.mask, overwrite=True)[1]
     scores = []
     for start in range(0, vecs.shape[0], chunk_size):
         if indexed is not None:
             ids = top_ids[start : start + chunk_size]
         else:
-            ids = _top_ids(proj.project(vecs[start : start + chunk_size], GROUPS[group]), k, proj.mask)  # (c, k)
+            reading = proj.project(vecs[start : start + chunk_size], GROUPS[group])  # (c, V)
+            ids = top_entries(reading, k, proj.mask, overwrite=True)[1]  # (c, k)
         e = W_E[ids].float()  # (c, k, d): only these rows are scaled to unit norm
         e = e / e.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         sim = e @ e.transpose(1, 2)  # (c, k, k)
@@ -195,17 +196,6 @@ def coherent_units(proj: Projector, layer: int, group: str = "ff_values", k: int
     scores = torch.cat(scores)
     top = scores.topk(n)
     return [(int(i), float(s)) for s, i in zip(top.values, top.indices)]
-
-
-def _top_ids(scores: Tensor, k: int, mask: Tensor | None) -> Tensor:
-    """``top_entries(scores, k, mask)``'s ids (..., k) of a reading (..., d_vocab) made for this call:
-    the mask is applied to ``scores`` in place rather than to a copy."""
-    if mask is not None:
-        check_k(k, int(mask.sum()), "the number of allowed tokens")
-        scores = scores.masked_fill_(~mask.to(scores.device), float("-inf"))
-    else:
-        check_k(k, scores.shape[-1])
-    return torch.topk(scores, k, dim=-1).indices
 
 
 def _first_allowed(ids: Tensor, k: int, mask: Tensor | None) -> Tensor:

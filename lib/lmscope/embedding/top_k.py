@@ -23,17 +23,21 @@ def check_k(k: int, n: int, what: str = "the vocabulary") -> int:
     return k
 
 
-def top_entries(scores: Tensor, k: int, mask: Tensor | None = None, negative: bool = False) -> tuple[Tensor, Tensor]:
+def top_entries(scores: Tensor, k: int, mask: Tensor | None = None, negative: bool = False,
+                overwrite: bool = False) -> tuple[Tensor, Tensor]:
     """Top-k of ``scores`` (..., d_vocab) over allowed tokens: (values, ids), each (..., k).
 
     ``mask`` (bool, d_vocab) marks the allowed tokens (None: all). ``negative`` ranks by
-    ``-scores`` (the tokens a vector suppresses) and returns those negated scores.
+    ``-scores`` (the tokens a vector suppresses) and returns those negated scores. ``overwrite``:
+    ``scores`` is a reading made for this call, negated and masked in place instead of copied
+    (on a 262,144-word vocabulary a copy of a block of readings costs as much as its top-k).
     """
-    s = -scores if negative else scores
+    s = (scores.neg_() if overwrite else -scores) if negative else scores
     if mask is not None:
         n_allowed = int(mask.sum())
         check_k(k, n_allowed, "the number of allowed tokens")
-        s = s.masked_fill(~mask.to(s.device), float("-inf"))
+        fill = s.masked_fill_ if overwrite else s.masked_fill
+        s = fill(~mask.to(s.device), float("-inf"))
     else:
         check_k(k, s.shape[-1])
     return torch.topk(s, k, dim=-1)

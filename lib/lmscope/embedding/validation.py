@@ -26,6 +26,7 @@ import torch
 from lmscope.core.hooks import hook_name, hook_names
 from lmscope.core.view import ModelView
 from lmscope.embedding.projection import GROUPS, Projector, group_vectors
+from lmscope.embedding.top_k import top_entries
 
 GROUPS_CHECKED = ("ff_keys", "ff_values", "W_V", "W_O")
 
@@ -101,30 +102,20 @@ def parameter_hidden_overlap(view: ModelView, texts_ids: list[torch.Tensor], lay
     return result
 
 
-def _masked_tops(scores: torch.Tensor, k: int, drops: dict) -> dict[str, torch.Tensor]:
-    """Per mask name, the top-``k`` ids (n, k) of ``scores`` (n, V) over the tokens a mask keeps.
-
-    ``drops``: name -> bool (V,) of the tokens to leave out, or None for none. ``scores`` is
-    overwritten by the last mask (each other mask fills a copy).
-    """
-    out = {name: scores.topk(k, dim=-1).indices for name, drop in drops.items() if drop is None}
-    masked = [name for name, drop in drops.items() if drop is not None]
-    for name in masked:
-        fill = scores.masked_fill_ if name == masked[-1] else scores.masked_fill
-        out[name] = fill(drops[name], float("-inf")).topk(k, dim=-1).indices
-    return {name: out[name] for name in drops}
+def _masked_tops(scores: torch.Tensor, k: int, masks: dict) -> dict[str, torch.Tensor]:
+    """Per mask name, the top-``k`` ids (n, k) of ``scores`` (n, V) over the tokens a mask keeps
+    (None: all); ``scores`` is masked in place by the last mask (each other one fills a copy)."""
+    last = next(reversed(masks), None)
+    return {name: top_entries(scores, k, keep, overwrite=name == last)[1] for name, keep in masks.items()}
 
 
-def _unit_tops(view: ModelView, layer: int, group: str, E: torch.Tensor, k: int, drops: dict,
+def _unit_tops(view: ModelView, layer: int, group: str, E: torch.Tensor, k: int, masks: dict,
                rows: torch.Tensor, chunk: int = 512) -> dict[str, torch.Tensor]:
-    """Per mask name, the top-``k`` token ids of vectors ``rows`` of ``group`` read as ``x E``: (len(rows), k).
-
-    ``drops`` as in :func:`_masked_tops`.
-    """
+    """Per mask name, the top-``k`` token ids of vectors ``rows`` of ``group`` read as ``x E``: (len(rows), k)."""
     vecs = group_vectors(view, layer, group).detach().float()[rows]
-    out = {name: [] for name in drops}
+    out = {name: [] for name in masks}
     for i in range(0, len(vecs), chunk):
-        for name, ids in _masked_tops(vecs[i: i + chunk] @ E, k, drops).items():  # scores (c, V)
+        for name, ids in _masked_tops(vecs[i: i + chunk] @ E, k, masks).items():  # scores (c, V)
             out[name].append(ids)
     return {name: torch.cat(v) for name, v in out.items()}
 
@@ -178,13 +169,12 @@ def paper_overlap(view: ModelView, blocks: torch.Tensor, layers=None, groups=GRO
     rng = np.random.default_rng(seed)
     other = torch.as_tensor((np.arange(P) + rng.integers(1, P, size=P)) % P if P > 1 else np.zeros(P, dtype=int))
 
-    drops = {name: None if keep is None else ~keep.to(E.device) for name, keep in masks.items()}
     lens_tops = {}  # layer -> mask name -> (P, k): the top-k logit-lens tokens of the layer's output
 
     def lens(l: int) -> dict[str, torch.Tensor]:
         if l not in lens_tops:  # one unembedding (P, V) per layer serves every mask
             logits = view.unembed(acts[l]["resid"].to(view.W_U.dtype)).float()
-            lens_tops[l] = _masked_tops(logits, k, drops)
+            lens_tops[l] = _masked_tops(logits, k, masks)
         return lens_tops[l]
 
     out = {name: {a: {g: {"aligned": [], "random": []} for g in groups} for a in ("layer", "last")} for name in masks}
@@ -196,7 +186,7 @@ def paper_overlap(view: ModelView, blocks: torch.Tensor, layers=None, groups=GRO
             if g == "W_V":  # query-head subhead j = h*dh + c reads kv head h // rep
                 top = (top // cfg.d_head // rep) * cfg.d_head + top % cfg.d_head
             used, where = torch.unique(top, return_inverse=True)  # read only the units that fire
-            tops = _unit_tops(view, l, g, E, k, drops, used)
+            tops = _unit_tops(view, l, g, E, k, masks, used)
             for name in masks:
                 A = tops[name][where].reshape(P, -1)  # (P, top_params*k): the units' tokens
                 for against, B in (("layer", lens(l)[name]), ("last", lens(last)[name])):  # B (P, k) distinct ids
