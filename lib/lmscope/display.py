@@ -3,12 +3,15 @@
 :func:`html_table` and :func:`esc` build the small HTML pieces every widget shows;
 :func:`plot_logit_lens` draws a :class:`lmscope.core.lens.LensTable` as a heatmap and
 :func:`logit_lens_explorer` wraps it in an ipywidgets control (prompt and position).
+:func:`figure_text` writes a token for a matplotlib figure: characters the figure's font cannot
+draw (CJK, Bengali, ... with only DejaVu Sans installed) become ``U+XXXX`` instead of empty boxes.
 matplotlib and ipywidgets are imported inside the functions that need them, so this module
 imports without them.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from html import escape
 
 import numpy as np
@@ -29,18 +32,35 @@ def html_table(headers, rows) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+@lru_cache(maxsize=8)
+def _drawable(font_path: str) -> frozenset[int]:
+    """The code points the font file at ``font_path`` has glyphs for."""
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(FT2Font(font_path).get_charmap())
+
+
+def figure_text(text: str) -> str:
+    """``text`` for a matplotlib figure: each character matplotlib's default font has no glyph
+    for is written as ``U+XXXX`` (matplotlib would draw an empty box and print a warning)."""
+    from matplotlib import font_manager
+
+    drawable = _drawable(font_manager.findfont(font_manager.FontProperties()))
+    return "".join(c if ord(c) in drawable or c in "\n\t" else f"U+{ord(c):04X}" for c in str(text))
+
+
 # -- the logit lens (chapter 00) ---------------------------------------------------------------
 def _annotated_heatmap(ax, values, labels, xticks, title):
     """Heatmap of ``values`` (rows, cols) with a text label in every cell; layer 0 at the bottom."""
     image = ax.imshow(values, origin="lower", aspect="auto", cmap="Blues", vmin=0, vmax=1)
     for row, col in np.ndindex(values.shape):
         color = "white" if values[row, col] > 0.6 else "black"
-        ax.text(col, row, labels[row][col][:8], ha="center", va="center", fontsize=7, color=color)
-    ax.set_xticks(range(len(xticks)), xticks, rotation=60, ha="right", fontsize=8)
+        ax.text(col, row, figure_text(labels[row][col][:8]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(len(xticks)), [figure_text(t) for t in xticks], rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(values.shape[0]))
     ax.tick_params(axis="y", labelsize=7)
     ax.set_ylabel("layer (residual after)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(figure_text(title), fontsize=10)
     return image
 
 

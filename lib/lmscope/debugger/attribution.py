@@ -24,6 +24,7 @@ import torch
 from lmscope.debugger.engine import LMDebugger
 from lmscope.debugger.interventions import Intervention, random_values
 from lmscope.debugger.records import SubUpdate
+from lmscope.display import figure_text
 
 READING_POINTS = ("before attention", "after attention", "after FF")
 
@@ -89,11 +90,11 @@ def plot_attribution(case: AnswerAttribution):
     for row, label in zip(case.lens_probability, READING_POINTS):
         ax.plot(layers, row, marker=".", label=label)
     title = f"logit lens of {case.prompt!r}" if isinstance(case.prompt, str) else "logit lens of the prompt"
-    ax.set(xlabel="layer", ylabel=f"P({case.answer!r})", title=title)
+    ax.set(xlabel="layer", ylabel=figure_text(f"P({case.answer!r})"), title=figure_text(title))
     ax.legend()
     contrib = case.contributors[::-1]
-    bx.barh([f"{u.name} ({' '.join(u.tokens[:2])})" for u in contrib], [u.score for u in contrib],
+    bx.barh([figure_text(f"{u.name} ({' '.join(u.tokens[:2])})") for u in contrib], [u.score for u in contrib],
             color=["C2" if u.coeff > 0 else "C3" for u in contrib])
-    bx.set(xlabel=f"direct contribution to the {case.answer!r} logit",
+    bx.set(xlabel=figure_text(f"direct contribution to the {case.answer!r} logit"),
            title="top sub-updates (green: m > 0, red: m < 0)")
     return fig

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmscope.debugger.dla import Attribution
+from lmscope.display import figure_text
 from lmscope.debugger.patching import PatchGrid
 
 
@@ -41,7 +42,7 @@ def plot_patching(grids: dict[str, PatchGrid], title: str = ""):
         if comp == "heads":
             ax.set_xlabel("head")
         else:
-            labels = grid.tokens and [grid.tokens[c] for c in grid.columns]
+            labels = grid.tokens and [figure_text(grid.tokens[c]) for c in grid.columns]
             ax.set_xticks(range(len(grid.columns)), labels or grid.columns, rotation=60, fontsize=8)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="recovered fraction")
     if title:
@@ -57,6 +58,6 @@ def plot_lens_probability(probs, token: str):
     probs = np.asarray(probs)
     for row, label in zip(probs, ("before attention", "after attention", "after FF")):
         ax.plot(np.arange(probs.shape[1]), row, marker=".", label=label)
-    ax.set(xlabel="layer", ylabel=f"P({token!r})", title="logit lens", ylim=(0, 1))
+    ax.set(xlabel="layer", ylabel=figure_text(f"P({token!r})"), title="logit lens", ylim=(0, 1))
     ax.legend()
     return fig
