@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmscope.core import profiles
-from lmscope.core.tensors import keep_largest_abs
+from lmscope.core.tensors import blas_matmul, keep_largest_abs
 from lmscope.core.tokens import decoded_vocab, readable, token_text, token_texts, vocab_texts
 
 
@@ -73,3 +73,29 @@ def test_keep_largest_abs():
     assert keep_largest_abs(m, 4) is m
     with pytest.raises(ValueError, match="positive integer"):
         keep_largest_abs(m, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blas_matmul_is_the_product(dtype):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 5, 7, generator=g, dtype=dtype), torch.randn(11, 7, generator=g, dtype=dtype)
+    out = blas_matmul(a, b.T)  # leading dims kept, a transposed right factor read without a copy
+    assert out.shape == (3, 5, 11) and out.dtype == dtype
+    torch.testing.assert_close(out, a @ b.T)
+    strided = a.transpose(0, 1)  # (5, 3, 7), not contiguous
+    torch.testing.assert_close(blas_matmul(strided, b.T), strided @ b.T)
+
+
+def test_blas_matmul_keeps_gradients_and_other_dtypes_in_torch():
+    w = torch.randn(4, 6, requires_grad=True)
+    x = torch.randn(2, 4)
+    out = blas_matmul(x, w)
+    assert out.grad_fn is not None, "a product to differentiate stays in autograd"
+    out.sum().backward()
+    torch.testing.assert_close(w.grad, x.sum(0)[:, None].expand(4, 6))
+    with torch.no_grad():
+        assert blas_matmul(x, w).grad_fn is None  # no gradient wanted: numpy's BLAS reads the parameter
+    half = blas_matmul(x.bfloat16(), w.detach().bfloat16())
+    assert half.dtype == torch.bfloat16
+    with pytest.raises(RuntimeError):
+        blas_matmul(x, w.detach().double())  # mixed dtypes: torch's own error, as for a @ b

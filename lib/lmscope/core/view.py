@@ -45,6 +45,7 @@ from torch import nn
 from lmscope.core.families import Family, ModelConfig, family_of, linear_weight
 from lmscope.core.hooks import HookPoints
 from lmscope.core.norms import frozen_norm
+from lmscope.core.tensors import blas_matmul
 
 Tensor = torch.Tensor
 
@@ -265,7 +266,10 @@ class ModelView:
 
         ``softcap=False`` stops before the cap (the logit that is linear in the residual's parts).
         """
-        logits = self.model.get_submodule(self.family.unembed)(self.final_norm(resid))
+        head = self.model.get_submodule(self.family.unembed)
+        logits = blas_matmul(self.final_norm(resid), head.weight.T)  # = head(x): OpenBLAS, see blas_matmul
+        if head.bias is not None:
+            logits = logits + head.bias
         return self.softcap_logits(logits) if softcap else logits
 
     def softcap_logits(self, logits: Tensor) -> Tensor:

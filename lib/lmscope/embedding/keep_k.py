@@ -27,17 +27,18 @@ import scipy.sparse
 import torch
 from scipy.linalg import blas
 
-from lmscope.core.tensors import keep_largest_abs
+from lmscope.core.tensors import blas_matmul, keep_largest_abs
 from lmscope.core.view import ModelView
 from lmscope.embedding.projection import READINGS, group_vectors, pinv_wide
 from lmscope.embedding.top_k import check_k
 
 Tensor = torch.Tensor
 PAIRINGS = ("paper", "both")
-#: A dense float32 product does about this many times more multiply-adds per second than a sparse one
-#: (scipy, one thread), measured on the 2-core CPU with Gemma 3's 262,144-word vocabulary: a Gram
-#: product of keep-k readings is done sparse when its sparse work times this is below the dense work.
-SPARSE_SPEEDUP = 500
+#: A dense float32 product (OpenBLAS, ``syrk`` or ``gemm``) does about this many times more multiply-adds
+#: per second than a sparse one (scipy), measured on the 2-core CPU with Gemma 3's 262,144-word
+#: vocabulary (1.5e3-6e3 for syrk, 1.6e3-3.8e3 for gemm): a Gram product of keep-k readings is done
+#: sparse when its sparse work times this is below the dense product's multiply-adds.
+SPARSE_SPEEDUP = 1500
 
 
 def keep_k(x: Tensor, k: int) -> Tensor:
@@ -77,11 +78,11 @@ def keep_k_similarities(X: Tensor, E: Tensor, ks, variants=(("transpose", "paper
         if pairing not in PAIRINGS:
             raise ValueError(f"Unknown pairing '{pairing}': use 'paper' (E on one side) or 'both'.")
     X, E = X.detach().double().cpu(), E.detach().double().cpu()
-    P_E = (X @ E).float()  # (n, V) float32: memory n * V * 4 bytes
+    P_E = blas_matmul(X.float(), E.float())  # (n, V) float32: memory n * V * 4 bytes
     P_inv = None
     if any(reading == "pinv" for reading, _ in variants):
         E_pinv = pinv_wide(E) if E_pinv is None else E_pinv.detach().double().cpu()
-        P_inv = (X @ E_pinv.T).float()  # (n, V)
+        P_inv = blas_matmul(X.float(), E_pinv.float().T)  # (n, V)
     sides = {("transpose", "paper"): ("E", "E"), ("transpose", "both"): ("E", "E"),
              ("pinv", "paper"): ("E", "inv"), ("pinv", "both"): ("inv", "inv")}
     readings = {"E": P_E, "inv": P_inv}
@@ -123,15 +124,16 @@ def _gram(a: Tensor, a_ids: Tensor, b: Tensor, b_ids: Tensor) -> Tensor:
     """
     n, m = a.shape
     same = a is b
+    syrk = same and a.dtype == torch.float32
     count_a = torch.bincount(a_ids.flatten(), minlength=m).double()
     count_b = count_a if same else torch.bincount(b_ids.flatten(), minlength=m).double()
-    if float(count_a @ count_b) * SPARSE_SPEEDUP < n * n * m:
+    if float(count_a @ count_b) * SPARSE_SPEEDUP < n * n * m / (2 if syrk else 1):
         A = _csr(a, a_ids)
         return torch.from_numpy((A @ (A if same else _csr(b, b_ids)).T).toarray())
-    if same and a.dtype == torch.float32:
+    if syrk:
         upper = torch.from_numpy(blas.ssyrk(1.0, a.numpy().T, trans=1))  # upper triangle of a a^T
         return upper.triu() + upper.triu(1).T
-    return a @ b.T
+    return blas_matmul(a, b.T)
 
 
 def _csr(kept: Tensor, ids: Tensor) -> scipy.sparse.csr_matrix:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmscope.core.tensors import blas_matmul
 from lmscope.core.tokens import token_texts
 from lmscope.core.view import ModelView
 from lmscope.embedding.top_k import top_entries, top_pairs
@@ -194,7 +195,7 @@ class Projector:
         if side not in ("in", "out"):
             raise ValueError(f"side must be 'in' or 'out', got {side!r}.")
         E = self.E if side == "out" else self.E_in
-        return vectors.detach().to(E.device, E.dtype) @ E
+        return blas_matmul(vectors.detach().to(E.device, E.dtype), E)
 
     def logit_lens(self, hidden: Tensor) -> Tensor:
         """Hidden states (..., d_model) through the final norm and unembedding: (..., d_vocab)."""

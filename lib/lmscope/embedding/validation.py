@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lmscope.core.hooks import hook_name, hook_names
+from lmscope.core.tensors import blas_matmul
 from lmscope.core.view import ModelView
 from lmscope.embedding.projection import GROUPS, Projector, group_vectors
 from lmscope.embedding.top_k import top_entries
@@ -115,7 +116,7 @@ def _unit_tops(view: ModelView, layer: int, group: str, E: torch.Tensor, k: int,
     vecs = group_vectors(view, layer, group).detach().float()[rows]
     out = {name: [] for name in masks}
     for i in range(0, len(vecs), chunk):
-        for name, ids in _masked_tops(vecs[i: i + chunk] @ E, k, masks).items():  # scores (c, V)
+        for name, ids in _masked_tops(blas_matmul(vecs[i: i + chunk], E), k, masks).items():  # scores (c, V)
             out[name].append(ids)
     return {name: torch.cat(v) for name, v in out.items()}
 
