@@ -40,13 +40,23 @@ def _drawable(font_path: str) -> frozenset[int]:
     return frozenset(FT2Font(font_path).get_charmap())
 
 
-def figure_text(text: str) -> str:
+def figure_text(text: str, max_chars: int | None = None) -> str:
     """``text`` for a matplotlib figure: each character matplotlib's default font has no glyph
-    for is written as ``U+XXXX`` (matplotlib would draw an empty box and print a warning)."""
+    for is written as ``U+XXXX`` (matplotlib would draw an empty box and print a warning).
+
+    ``max_chars`` cuts the result after whole characters or codes, marked with "…" (tick labels).
+    """
     from matplotlib import font_manager
 
     drawable = _drawable(font_manager.findfont(font_manager.FontProperties()))
-    return "".join(c if ord(c) in drawable or c in "\n\t" else f"U+{ord(c):04X}" for c in str(text))
+    pieces = [c if ord(c) in drawable or c in "\n\t" else f"U+{ord(c):04X}" for c in str(text)]
+    out, used = [], 0
+    for piece in pieces:
+        if max_chars is not None and used + len(piece) > max_chars:
+            return "".join(out) + "\u2026"
+        out.append(piece)
+        used += len(piece)
+    return "".join(out)
 
 
 # -- the logit lens (chapter 00) ---------------------------------------------------------------
@@ -55,8 +65,8 @@ def _annotated_heatmap(ax, values, labels, xticks, title):
     image = ax.imshow(values, origin="lower", aspect="auto", cmap="Blues", vmin=0, vmax=1)
     for row, col in np.ndindex(values.shape):
         color = "white" if values[row, col] > 0.6 else "black"
-        ax.text(col, row, figure_text(labels[row][col][:8]), ha="center", va="center", fontsize=7, color=color)
-    ax.set_xticks(range(len(xticks)), [figure_text(t) for t in xticks], rotation=60, ha="right", fontsize=8)
+        ax.text(col, row, figure_text(labels[row][col], max_chars=8), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(len(xticks)), [figure_text(t, max_chars=16) for t in xticks], rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(values.shape[0]))
     ax.tick_params(axis="y", labelsize=7)
     ax.set_ylabel("layer (residual after)")

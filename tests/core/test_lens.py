@@ -68,13 +68,15 @@ def test_figure_text_writes_characters_the_font_lacks_as_code_points():
     # DejaVu Sans (matplotlib's default) has Latin, Greek, Cyrillic and the shown-space sign, no CJK
     assert figure_text("\u2423caf\u00e9 \u03b1\u0436") == "\u2423caf\u00e9 \u03b1\u0436"
     assert figure_text("x\u4e2d\u0995") == "xU+4E2DU+0995"
+    assert figure_text("x\u4e2d\u0995", max_chars=8) == "xU+4E2D\u2026"  # whole codes only
+    assert figure_text("abc", max_chars=3) == "abc" and figure_text("abcd", max_chars=3) == "abc\u2026"
     table = LensTable(input_tokens=["\u4e2d"], top_tokens=[[["\u0995\u09be", "b"]]],
                       top_ids=np.zeros((1, 1, 2), dtype=int), probs=np.array([[[0.9, 0.1]]]))
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="Glyph")  # "Glyph ... missing from font(s) ..." when drawn
         fig = plot_logit_lens(table, position=0)
         fig.canvas.draw()
-    assert [t.get_text() for t in fig.axes[0].texts] == ["U+0995U+09BE"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["U+0995\u2026"]  # a cell shows up to 8 characters
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["U+4E2D"]
 
 

@@ -50,6 +50,13 @@ from lmscope.core.tensors import blas_matmul
 Tensor = torch.Tensor
 
 
+def last_logits_kwargs(model: nn.Module) -> dict:
+    """Forward kwargs that compute the logits of the last position only (``logits_to_keep=1``) when the
+    model's forward takes them, else ``{}``: for forward passes that read the next token, or only hooks.
+    On a 262k vocabulary the output layer over every position costs more than the layers."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
 class LayerView:
     """Weights of one block in canonical shapes. Tensors share storage with the model: do not modify them."""
 
@@ -310,13 +317,9 @@ class ModelView:
         """Every hook point of ``layer`` (or of every layer)."""
         return self.hooks.names(layer)
 
-    @torch.no_grad()
     def last_logits_only(self) -> dict:
-        """Forward kwargs that compute the logits of the last position only (``logits_to_keep=1``) when
-        the model's forward takes them, else ``{}``: for callers that unembed the residual themselves.
-        On a 262k vocabulary the output layer over every position costs more than the layers."""
-        forward = inspect.signature(self.model.forward).parameters
-        return {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
+        """:func:`last_logits_kwargs` of this view's model."""
+        return last_logits_kwargs(self.model)
 
     def run_with_cache(self, input_ids: Tensor, names=None, **kwargs) -> tuple[Tensor, dict]:
         """Forward pass returning (logits (batch, pos, d_vocab), {hook name: tensor})."""

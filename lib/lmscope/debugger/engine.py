@@ -34,6 +34,7 @@ import torch
 
 from lmscope.core.hooks import hook_name, hook_names
 from lmscope.core.tokens import vocab_texts
+from lmscope.core.view import last_logits_kwargs
 from lmscope.debugger.dla import direct_logit_attribution
 from lmscope.debugger.generation import (
     check_generation_length,
@@ -191,7 +192,7 @@ class LMDebugger:
         """Per prompt and layer, max_j |m_j| * ||v_j|| at the last position, un-intervened: (batch, n_layers)."""
         names = hook_names("ff_coeffs", range(self.view.cfg.n_layers))
         with self.view.capture(names) as cache:
-            padded_forward(self.model, ids, mask)
+            padded_forward(self.model, ids, mask, **last_logits_kwargs(self.model))
         m = torch.stack([cache[n][:, -1].float() for n in names], dim=1)  # (batch, n_layers, d_ff)
         return (m.abs() * self.value_norms).amax(dim=-1)
 
@@ -386,7 +387,7 @@ class LMDebugger:
         ids, mask = self.encode_batch(prompts)
         on = self.on_coefficients_batch(ids, mask) if any(iv.mode == "on" for iv in interventions) else None
         with self.intervene(interventions, on=on):
-            return padded_forward(self.model, ids, mask).logits[:, -1]
+            return padded_forward(self.model, ids, mask, **last_logits_kwargs(self.model)).logits[:, -1]
 
     @torch.no_grad()
     def generate_batch(self, prompts: Sequence, n_tokens: int = 10,

@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from lmscope.core.view import last_logits_kwargs
+
 Tensor = torch.Tensor
 
 
@@ -47,7 +49,7 @@ def greedy_tokens(model, ids: Tensor, n_tokens: int, eos: int | None = None,
     """
     argument = kv_cache_argument(model)
     new: list[int] = []
-    out = model(input_ids=ids, use_cache=True)
+    out = model(input_ids=ids, use_cache=True, **last_logits_kwargs(model))
     for step in range(n_tokens):
         nxt = int(out.logits[0, -1].argmax())
         new.append(nxt)
@@ -94,7 +96,7 @@ def greedy_tokens_padded(model, ids: Tensor, mask: Tensor, n_tokens: int) -> lis
     argument = kv_cache_argument(model)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (batch, pos)
     new = []
-    out = padded_forward(model, ids, mask, position_ids=positions, use_cache=True)
+    out = padded_forward(model, ids, mask, position_ids=positions, use_cache=True, **last_logits_kwargs(model))
     for step in range(n_tokens):
         nxt = out.logits[:, -1].argmax(-1)  # (batch,)
         new.append(nxt)

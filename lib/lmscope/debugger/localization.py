@@ -43,7 +43,7 @@ def knock_out_heads(view, input_ids: Tensor, heads: list[tuple[int, int]]) -> Te
         return edit
 
     with torch.no_grad(), view.overwrite({hook_name(l, "attn_heads"): zero(hs) for l, hs in by_layer.items()}):
-        logits = view.model(input_ids=input_ids.reshape(1, -1).to(view.device)).logits[0, -1]
+        logits = view.model(input_ids=input_ids.reshape(1, -1).to(view.device), **view.last_logits_only()).logits[0, -1]
     return logits.float().softmax(-1)
 
 
@@ -114,7 +114,7 @@ def localize_answer(dbg, clean_prompt, corrupted_prompt, answer: str | int, foil
     top = [divmod(int(i), view.cfg.n_heads) for i in flat.topk(min(n_top, flat.numel())).indices]
     control = random_heads(view, [l for l, _ in top], seed, exclude=top)
     with torch.no_grad():
-        p_clean = float(view.model(input_ids=clean[None]).logits[0, -1].float().softmax(-1)[a])
+        p_clean = float(view.model(input_ids=clean[None], **view.last_logits_only()).logits[0, -1].float().softmax(-1)[a])
     p_off = float(knock_out_heads(view, clean, top)[a])
     p_rand = float(knock_out_heads(view, clean, control)[a])
     kw = dict(target=a, foil=f, metric="logit_diff", components=("resid_pre", "attn_out", "mlp_out"), tokens=tokens)

@@ -77,11 +77,11 @@ def keep_k_similarities(X: Tensor, E: Tensor, ks, variants=(("transpose", "paper
             raise ValueError(f"Unknown reading '{reading}': use 'transpose' or 'pinv'.")
         if pairing not in PAIRINGS:
             raise ValueError(f"Unknown pairing '{pairing}': use 'paper' (E on one side) or 'both'.")
-    X, E = X.detach().double().cpu(), E.detach().double().cpu()
+    X, E = X.detach().double().cpu(), E.detach().cpu()
     P_E = blas_matmul(X.float(), E.float())  # (n, V) float32: memory n * V * 4 bytes
     P_inv = None
     if any(reading == "pinv" for reading, _ in variants):
-        E_pinv = pinv_wide(E) if E_pinv is None else E_pinv.detach().double().cpu()
+        E_pinv = pinv_wide(E) if E_pinv is None else E_pinv.detach().cpu()
         P_inv = blas_matmul(X.float(), E_pinv.float().T)  # (n, V)
     sides = {("transpose", "paper"): ("E", "E"), ("transpose", "both"): ("E", "E"),
              ("pinv", "paper"): ("E", "inv"), ("pinv", "both"): ("inv", "inv")}

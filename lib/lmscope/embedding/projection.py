@@ -120,10 +120,10 @@ def pinv_wide(E: Tensor, max_condition: float = 1e10) -> Tensor:
     E = E.detach().double()
     if E.ndim != 2 or E.shape[0] > E.shape[1]:
         raise ValueError(f"pinv_wide needs a wide matrix (d, V) with d <= V, got {tuple(E.shape)}.")
-    lam, U = torch.linalg.eigh(E @ E.T)  # ascending eigenvalues (d,), eigenvectors (d, d)
+    lam, U = torch.linalg.eigh(blas_matmul(E, E.T))  # ascending eigenvalues (d,), eigenvectors (d, d)
     if not float(lam[0]) > float(lam[-1]) / max_condition:
         return torch.linalg.pinv(E)
-    return E.T @ ((U / lam) @ U.T)
+    return blas_matmul(E.T, (U / lam) @ U.T)
 
 
 # -- results ---------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def parameter_hidden_overlap(view: ModelView, texts_ids: list[torch.Tensor], lay
     names = hook_names(["ff_coeffs", "resid_post"], layers)
     for ids in texts_ids:
         with capture_attention_z(view, layers) as z, view.capture(names) as cache:
-            view.model(input_ids=ids.reshape(1, -1).to(view.device))
+            view.model(input_ids=ids.reshape(1, -1).to(view.device), **view.last_logits_only())
         for l in layers:
             coeffs[l].append(cache[hook_name(l, "ff_coeffs")][0].float())
             zs[l].append(z[l][0].float())
@@ -156,7 +156,7 @@ def paper_overlap(view: ModelView, blocks: torch.Tensor, layers=None, groups=GRO
         if got >= n_positions:
             break
         with capture_attention_z(view, layers) as z, view.capture(names) as cache:
-            view.model(input_ids=ids.reshape(1, -1).to(view.device))
+            view.model(input_ids=ids.reshape(1, -1).to(view.device), **view.last_logits_only())
         for l in acts:
             acts[l]["resid"].append(cache[hook_name(l, "resid_post")][0].float())
             if l in layers:

@@ -36,7 +36,7 @@ def patterns_under_topk(view, tokenizer, prompt: str, heads: list[tuple[int, int
 
     def run():
         with view.capture(names) as cache:
-            p = torch.softmax(view.model(input_ids=ids).logits[0, -1].float(), -1)
+            p = torch.softmax(view.model(input_ids=ids, **view.last_logits_only()).logits[0, -1].float(), -1)
         return p.cpu(), {(l, h): torch.softmax(cache[hook_name(l, "attn_scores")][0, h].float(), -1).cpu()
                          for l, h in heads}
 

@@ -51,7 +51,7 @@ def ff_coefficient_stats(view: ModelView, blocks: Tensor, ks: list[int]) -> list
     parts: dict[str, list[Tensor]] = {n: [] for n in names}
     for i in range(blocks.shape[0]):
         with view.capture(names) as cache:
-            view.model(input_ids=blocks[i : i + 1].to(view.device))
+            view.model(input_ids=blocks[i : i + 1].to(view.device), **view.last_logits_only())
         for n in names:
             parts[n].append(cache[n].reshape(-1, cache[n].shape[-1]).float())
     rows = []

@@ -115,7 +115,7 @@ def dropped_mass(view: ModelView, blocks: Tensor, ks: Iterable[int]) -> dict[int
     names = hook_names("attn_scores", range(n))
     with view.overwrite({name: recorder(layer) for layer, name in enumerate(names)}):
         for i in range(blocks.shape[0]):
-            view.model(input_ids=blocks[i : i + 1].to(view.device))
+            view.model(input_ids=blocks[i : i + 1].to(view.device), **view.last_logits_only())
     return {k: [s / c for s, c in zip(sums[k], counts)] for k in ks}
 
 

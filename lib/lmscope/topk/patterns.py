@@ -45,13 +45,13 @@ def head_patterns(view: ModelView, tokenizer, prompt: str, layer: int, head: int
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(view.device)  # (1, T)
     name = hook_name(layer, "attn_scores")
     with view.capture([name]) as cache:
-        p_dense = torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+        p_dense = torch.softmax(model(input_ids=ids, **view.last_logits_only()).logits[0, -1].float(), -1)
     dense = torch.softmax(cache[name][0, head].float(), -1)  # (T, T)
     edits = {n: (lambda s: keep_topk_scores(s, k)) for n in hook_names("attn_scores", range(view.cfg.n_layers))}
     with view.overwrite(edits), view.capture([name]) as cache:
-        p_topk = torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+        p_topk = torch.softmax(model(input_ids=ids, **view.last_logits_only()).logits[0, -1].float(), -1)
     topk = torch.softmax(cache[name][0, head].float(), -1)
     with use_topk_attention(view, k):
-        p_kernel = torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+        p_kernel = torch.softmax(model(input_ids=ids, **view.last_logits_only()).logits[0, -1].float(), -1)
     return {"tokens": token_texts(tokenizer, ids[0].tolist()), "dense": dense.cpu(), "topk": topk.cpu(),
             "p_dense": p_dense.cpu(), "p_topk": p_topk.cpu(), "p_topk_kernel": p_kernel.cpu()}
