@@ -42,7 +42,7 @@ def plot_patching(grids: dict[str, PatchGrid], title: str = ""):
         if comp == "heads":
             ax.set_xlabel("head")
         else:
-            labels = grid.tokens and [figure_text(grid.tokens[c]) for c in grid.columns]
+            labels = grid.tokens and [figure_text(grid.tokens[c], max_chars=12) for c in grid.columns]
             ax.set_xticks(range(len(grid.columns)), labels or grid.columns, rotation=60, fontsize=8)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="recovered fraction")
     if title:

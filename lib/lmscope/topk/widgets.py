@@ -22,7 +22,7 @@ def plot_head_patterns(result: dict, tokenizer, layer: int, head: int, k: int, n
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
-    tokens = [figure_text(t) for t in result["tokens"]]
+    tokens = [figure_text(t, max_chars=12) for t in result["tokens"]]
     for a, key, title in ((ax[0], "dense", "dense"), (ax[1], "topk", f"top-{k}")):
         a.imshow(result[key].numpy(), cmap="viridis", vmin=0, vmax=1)
         a.set_title(f"layer {layer} head {head}: {title}")
@@ -33,7 +33,7 @@ def plot_head_patterns(result: dict, tokenizer, layer: int, head: int, k: int, n
     x = torch.arange(len(top)).numpy()
     ax[2].bar(x - 0.2, p_dense[top].numpy(), 0.4, label="dense")
     ax[2].bar(x + 0.2, p_topk[top].numpy(), 0.4, label=f"top-{k}")
-    ax[2].set_xticks(x.tolist(), [figure_text(t) for t in token_texts(tokenizer, top.tolist())], rotation=45)
+    ax[2].set_xticks(x.tolist(), [figure_text(t, max_chars=12) for t in token_texts(tokenizer, top.tolist())], rotation=45)
     total_variation = 0.5 * (p_dense - p_topk).abs().sum()
     ax[2].set_title(f"next token; total variation {total_variation:.3f}")
     ax[2].legend()
