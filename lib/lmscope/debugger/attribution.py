@@ -93,8 +93,8 @@ def plot_attribution(case: AnswerAttribution):
     ax.set(xlabel="layer", ylabel=figure_text(f"P({case.answer!r})"), title=figure_text(title))
     ax.legend()
     contrib = case.contributors[::-1]
-    bx.barh([f"{u.name} ({' '.join(figure_text(t, max_chars=10) for t in u.tokens[:2])})" for u in contrib], [u.score for u in contrib],
-            color=["C2" if u.coeff > 0 else "C3" for u in contrib])
+    names = [f"{u.name} ({' '.join(figure_text(t, max_chars=10) for t in u.tokens[:2])})" for u in contrib]
+    bx.barh(names, [u.score for u in contrib], color=["C2" if u.coeff > 0 else "C3" for u in contrib])
     bx.set(xlabel=figure_text(f"direct contribution to the {case.answer!r} logit"),
            title="top sub-updates (green: m > 0, red: m < 0)")
     return fig

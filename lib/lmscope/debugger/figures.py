@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from lmscope.debugger.dla import Attribution
-from lmscope.display import figure_text
 from lmscope.debugger.patching import PatchGrid
+from lmscope.display import figure_text
 
 
 def plot_dla(attr: Attribution, position: int = -1, n: int = 12, what: str = "logit"):

@@ -30,6 +30,7 @@ import torch
 from lmscope.core.hooks import hook_names
 from lmscope.core.view import ModelView
 from lmscope.topk.dropin import use_topk_attention
+from lmscope.topk.perplexity import next_token_logits
 
 Tensor = torch.Tensor
 
@@ -43,8 +44,7 @@ def token_nll(view: ModelView, blocks: Tensor, batch_size: int = 1) -> Tensor:
     out = []
     for i in range(0, blocks.shape[0], batch_size):
         ids = blocks[i : i + batch_size].to(view.device)  # (b, T)
-        logits = view.model(input_ids=ids).logits[:, :-1].float()  # (b, T-1, V)
-        logp = torch.log_softmax(logits, -1)
+        logp = torch.log_softmax(next_token_logits(view, ids), -1)  # (b, T-1, V)
         out.append(-logp.gather(-1, ids[:, 1:, None])[..., 0].cpu())
     return torch.cat(out)
 

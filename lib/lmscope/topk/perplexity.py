@@ -57,18 +57,24 @@ def sweep(
 
 
 @torch.no_grad()
-def perplexity(view: ModelView, blocks: Tensor, batch_size: int = 1) -> float:
-    """exp(mean next-token NLL) over token blocks (N, T), each block scored on its own.
+def next_token_logits(view: ModelView, ids: Tensor) -> Tensor:
+    """float32 logits (b, T-1, V) of the tokens after positions 0..T-2 of ``ids`` (b, T).
 
-    The logits are ``view.unembed`` of the last residual, which equal the model's own up to float
-    round-off and, on a large vocabulary, come faster (see :func:`lmscope.core.tensors.blas_matmul`).
+    ``view.unembed`` of the last residual: the model's own logits up to float round-off, faster on a
+    large vocabulary (see :func:`lmscope.core.tensors.blas_matmul`).
     """
-    nll, count = 0.0, 0
     last = hook_name(view.cfg.n_layers - 1, "resid_post")
+    _, cache = view.run_with_cache(ids, [last], **view.last_logits_only())
+    return view.unembed(cache[last][:, :-1]).float()
+
+
+@torch.no_grad()
+def perplexity(view: ModelView, blocks: Tensor, batch_size: int = 1) -> float:
+    """exp(mean next-token NLL) over token blocks (N, T), each block scored on its own."""
+    nll, count = 0.0, 0
     for i in range(0, blocks.shape[0], batch_size):
         ids = blocks[i : i + batch_size].to(view.device)  # (b, T)
-        _, cache = view.run_with_cache(ids, [last], **view.last_logits_only())
-        logits = view.unembed(cache[last][:, :-1]).float()  # (b, T-1, V)
+        logits = next_token_logits(view, ids)  # (b, T-1, V)
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
         nll += float(loss)
         count += ids[:, 1:].numel()
