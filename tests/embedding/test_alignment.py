@@ -30,6 +30,19 @@ def test_kernel_trick_equals_explicit_vocabulary_correlation():
     torch.testing.assert_close(raw_correlation(X, X).diagonal(), torch.ones(9, dtype=torch.float64))
 
 
+def test_one_unembedding_on_both_sides_gives_the_explicit_correlation():
+    """Equal unembeddings (a permuted copy) take the one-Gram path; it must still be the explicit correlation."""
+    a = ModelView(make_tiny_model("gemma3_text", seed=0))
+    X, Y = group_vectors(a, 0, "ff_values")[:9].detach(), group_vectors(a, 2, "ff_values")[:7].detach()
+    E = a.W_U.detach()
+    gram = VocabGram.of(a.W_U, E.clone())  # equal values, another tensor
+    assert gram.C11 is gram.C12 is gram.C22
+    torch.testing.assert_close(vocab_correlation(X, Y, gram), _pearson(X @ E, Y @ E))
+    unequal = E.clone()
+    unequal[0, 0] += 1.0
+    assert VocabGram.of(E, unequal).C12 is not VocabGram.of(E, unequal).C11
+
+
 def test_alignment_recovers_the_known_permutation():
     model = make_tiny_model("llama")
     copy, truth = functional_copy(ModelView(model), seed=5)

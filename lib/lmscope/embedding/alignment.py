@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from lmscope.core.tensors import blas_matmul
 from lmscope.core.view import ModelView
 from lmscope.embedding.functional_copy import CopyTruth
 from lmscope.embedding.projection import group_vectors
@@ -64,14 +65,23 @@ class VocabGram:
 
     @classmethod
     def of(cls, E1: Tensor, E2: Tensor) -> "VocabGram":
-        """From unembeddings E1 (d1, V), E2 (d2, V); float64."""
+        """From unembeddings E1 (d1, V), E2 (d2, V); float64.
+
+        Two equal unembeddings (a permuted copy keeps its embedding) need one Gram matrix, not three.
+        """
         if E1.shape[1] != E2.shape[1]:
             raise ValueError(f"The models do not share a vocabulary: {E1.shape[1]} vs {E2.shape[1]} tokens.")
-        E1, E2 = E1.detach().double(), E2.detach().double()
+        same = E1 is E2 or (E1.shape == E2.shape and torch.equal(E1, E2))
+        E1 = E1.detach().double()
         V = E1.shape[1]
-        m1, m2 = E1.mean(1), E2.mean(1)
-        return cls(E1 @ E1.T / V - torch.outer(m1, m1), E1 @ E2.T / V - torch.outer(m1, m2),
-                   E2 @ E2.T / V - torch.outer(m2, m2))
+        m1 = E1.mean(1)
+        C11 = blas_matmul(E1, E1.T) / V - torch.outer(m1, m1)
+        if same:
+            return cls(C11, C11, C11)
+        E2 = E2.detach().double()
+        m2 = E2.mean(1)
+        return cls(C11, blas_matmul(E1, E2.T) / V - torch.outer(m1, m2),
+                   blas_matmul(E2, E2.T) / V - torch.outer(m2, m2))
 
 
 #: VocabGrams already computed, per pair of unembedding weights (by id, checked through weak references, so

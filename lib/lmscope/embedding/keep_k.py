@@ -161,7 +161,7 @@ class GramSpectrum:
 def gram_spectrum(E: Tensor) -> GramSpectrum:
     """The spectrum of ``E E^T`` for an unembedding ``E`` (d, V); float64."""
     E = E.detach().double()
-    ev = torch.linalg.eigvalsh(E @ E.T).flip(0).clamp_min(0)  # (d,), descending
+    ev = torch.linalg.eigvalsh(blas_matmul(E, E.T)).flip(0).clamp_min(0)  # (d,), descending
     return GramSpectrum(ev, float(ev[0] / ev[-1].clamp_min(1e-300)), float(ev[0] / ev.sum()))
 
 

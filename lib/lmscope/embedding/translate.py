@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lmscope.core.hooks import hook_name
+from lmscope.core.tensors import blas_matmul
 from lmscope.core.view import ModelView
 from lmscope.embedding.alignment import check_shared_vocabulary
 from lmscope.embedding.projection import pinv_wide
@@ -114,9 +115,9 @@ def feature_map(view_from: ModelView, view_to: ModelView, method: str = "pinv",
     E_to = view_to.W_U.detach().double()  # (d_to, V)
     if method == "pinv":
         E_to_pinv = pinv_wide(E_to) if E_to_pinv is None else E_to_pinv.detach().double()
-        return (E_from @ E_to_pinv).float()
+        return blas_matmul(E_from, E_to_pinv).float()
     scale = (E_to.square().sum() / E_to.shape[0])  # E_to E_to^T ~ scale * I
-    return (E_from @ E_to.T / scale).float()
+    return (blas_matmul(E_from, E_to.T) / scale).float()
 
 
 def translate_probe(probe: LinearProbe, view_a: ModelView, view_b: ModelView, method: str = "pinv",
