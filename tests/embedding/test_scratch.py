@@ -139,3 +139,28 @@ def test_two_seed_alignment_of_a_permuted_copy_and_its_chance_level():
     for layer_row in rows[:-1]:  # the same units: matched |corr| 1 in both spaces; heads above chance
         assert layer_row[1:3] == pytest.approx((1.0, 1.0), abs=1e-6)
         assert layer_row[3] > chance[3] and layer_row[4] > chance[4]
+
+
+def test_relu_scratch_model_takes_the_causal_lm_loss_without_a_warning():
+    """GPT-2's class name names no loss in transformers, which then warns into the book's page; the loss is set."""
+    import logging
+    from dataclasses import replace
+
+    import transformers
+
+    model = scratch_model(replace(TINY, ff="relu"), 40, seed=0)
+    x = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(0))
+    logger = transformers.utils.logging.get_logger("transformers.modeling_utils")
+    logger.warning_once.cache_clear()  # a warning given earlier in this process is not given again
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        loss = model(input_ids=x, labels=x).loss
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "loss_type" in r], records
+    logits = model(input_ids=x).logits
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 40), x[:, 1:].reshape(-1))
+    torch.testing.assert_close(loss, expected)

@@ -139,7 +139,10 @@ def _relu_model(spec: ScratchSpec, vocab_size: int, seed: int):
                      eos_token_id=None, pad_token_id=None)
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(cfg).float()
+    model = GPT2LMHeadModel(cfg).float()
+    # transformers finds no loss by this class's name and warns (into the page) before taking the causal-LM loss
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def train_scratch_lm(corpus: ScratchCorpus, spec: ScratchSpec = ScratchSpec(), seed: int = 0,
