@@ -5,7 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from lmscope.icl.explorer import CONTROL, TRAINED, icl_static_explorer, similarity_panel
+from lmscope.icl.ablation import Cell
+from lmscope.icl.explorer import CONTROL, TRAINED, icl_static_explorer, results_by_k, similarity_panel
 from lmscope.icl.metrics import SeedResult, TaskResult
 
 
@@ -37,3 +38,17 @@ def test_explorer_controls_and_missing_control_runs():
     assert ("a", "8", CONTROL, "SimAOU") in explorer.panels and ("a", "2", CONTROL, "SimAOU") not in explorer.panels
     with pytest.raises(ValueError, match="by_k is empty"):
         icl_static_explorer({})
+
+
+def test_results_by_k_adds_the_ablation_k_cell_of_this_model_only():
+    draws = [{m: np.ones((2, 3)) * 0.5 for m in ("gd", "lcgd")}]
+    main = {"a": task_result("a", 32, draws), "b": task_result("b", 32, draws)}
+    k8 = task_result("a", 8, draws)
+    cells = [Cell("paper", None, "m", main["a"]), Cell("k", 8, "m", k8),
+             Cell("loss_on", "label", "m", task_result("a", 32, draws)), Cell("k", 4, "other", task_result("a", 4, draws))]
+    by_k = results_by_k(main, cells, "m")
+    assert list(by_k) == [32, 8] and by_k[32] == main and by_k[8] == {"a": k8}
+    assert sorted(results_by_k(main, cells)) == [4, 8, 32]  # any model
+    explorer = icl_static_explorer(by_k)
+    assert explorer.controls["k"] == ["8", "32"]
+    assert ("a", "8", TRAINED, "SimAOU") in explorer.panels and ("b", "8", TRAINED, "SimAOU") not in explorer.panels

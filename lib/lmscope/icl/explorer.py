@@ -1,7 +1,8 @@
 """Chapter 04's static explorer: how well each finetuning update matches the ICL update, per layer.
 
 Built from results the chapter already has (``{k: {task: TaskResult}}`` from
-:func:`lmscope.icl.runs.run_study`, optionally the untrained control's), nothing is recomputed:
+:func:`lmscope.icl.runs.run_study`, with the ablation's k cell through :func:`results_by_k`, optionally
+the untrained control's), nothing is recomputed:
 for each task, k, model and metric, a table of layers x methods with the per-layer mean over
 seeds (each seed: mean over test examples), the std on hover. Metrics as recorded in
 :class:`lmscope.icl.metrics.SeedResult`: SimAOU (``sim_aou``, with the random-update baseline
@@ -44,6 +45,18 @@ def similarity_panel(result, metric: str) -> str | None:
     return (f"<p>{result.task}, k = {result.k}: {metric} per layer (mean over layers: {mean_row}).</p>"
             + heatmap(values, cells, tips, [f"L{l}" for l in order], [c[0] for c in curves], signed=True,
                       corner="layer"))
+
+
+def results_by_k(results: dict, cells=(), model: str | None = None) -> dict:
+    """``{k: {task: TaskResult}}`` for the explorer: the main table's results at their k, plus each ablation
+    cell of ``model`` (None: any) whose changed factor is k, so the k control offers every k that was run."""
+    by_k: dict = {}
+    for task, result in results.items():
+        by_k.setdefault(result.k, {})[task] = result
+    for cell in cells:
+        if cell.factor == "k" and (model is None or cell.model == model):
+            by_k.setdefault(cell.result.k, {}).setdefault(cell.result.task, cell.result)
+    return by_k
 
 
 def icl_static_explorer(by_k: dict, control: dict | None = None, view_name: str = "") -> StaticExplorer:
