@@ -17,7 +17,9 @@ def test_hf_model_with_topk_covering_length_matches_eager(family):
     with use_topk_attention(ModelView(model), topk=20, chunk_size=7):
         out = model(input_ids=ids).logits
     assert model.config._attn_implementation == "eager"  # restored
-    torch.testing.assert_close(out, ref)
+    # float64 weights, but HF's RMSNorms compute in float32: the two paths agree to ~1e-7 absolute (seen
+    # 1.1e-7 on Gemma 3 with transformers 5.25), so float32 round-off bounds the comparison, not float64's
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     with use_topk_attention(ModelView(model), topk=2):
         assert not torch.allclose(model(input_ids=ids).logits, ref)
 
