@@ -40,7 +40,9 @@ def test_one_unembedding_on_both_sides_gives_the_explicit_correlation():
     torch.testing.assert_close(vocab_correlation(X, Y, gram), _pearson(X @ E, Y @ E))
     unequal = E.clone()
     unequal[0, 0] += 1.0
-    assert VocabGram.of(E, unequal).C12 is not VocabGram.of(E, unequal).C11
+    three = VocabGram.of(E, unequal)  # unequal: three Gram matrices, C12 the cross one
+    assert three.C12 is not three.C11 and not torch.equal(three.C12, three.C11)
+    torch.testing.assert_close(vocab_correlation(X, Y, three), _pearson(X @ E, Y @ unequal))
 
 
 def test_alignment_recovers_the_known_permutation():

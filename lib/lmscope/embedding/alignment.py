@@ -72,16 +72,16 @@ class VocabGram:
         if E1.shape[1] != E2.shape[1]:
             raise ValueError(f"The models do not share a vocabulary: {E1.shape[1]} vs {E2.shape[1]} tokens.")
         same = E1 is E2 or (E1.shape == E2.shape and torch.equal(E1, E2))
+
+        def cov(A: Tensor, B: Tensor) -> Tensor:  # (dA, V), (dB, V) float64 -> (dA, dB)
+            return blas_matmul(A, B.T) / A.shape[1] - torch.outer(A.mean(1), B.mean(1))
+
         E1 = E1.detach().double()
-        V = E1.shape[1]
-        m1 = E1.mean(1)
-        C11 = blas_matmul(E1, E1.T) / V - torch.outer(m1, m1)
+        C11 = cov(E1, E1)
         if same:
             return cls(C11, C11, C11)
         E2 = E2.detach().double()
-        m2 = E2.mean(1)
-        return cls(C11, blas_matmul(E1, E2.T) / V - torch.outer(m1, m2),
-                   blas_matmul(E2, E2.T) / V - torch.outer(m2, m2))
+        return cls(C11, cov(E1, E2), cov(E2, E2))
 
 
 #: VocabGrams already computed, per pair of unembedding weights (by id, checked through weak references, so
